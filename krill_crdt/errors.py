@@ -11,6 +11,7 @@ __all__ = [
     "ChainCycleError",
     "ChainDepthError",
     "ChainFanOutError",
+    "ChangeStreamOverflowError",
     "CorruptStoreError",
     "FrameError",
     "KrillError",
@@ -24,6 +25,7 @@ __all__ = [
     "StoreError",
     "TruncatedFrameError",
     "UnknownVersionError",
+    "UpdateRejectedError",
     "ValidationError",
 ]
 
@@ -92,6 +94,14 @@ class CorruptStoreError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was used after it was closed."""
+
+
+class UpdateRejectedError(KrillError, ValueError):
+    """A CRDT update could not be decoded or applied; the doc is left exactly as it was."""
+
+
+class ChangeStreamOverflowError(KrillError):
+    """A change stream's consumer fell too far behind and events were dropped."""
 
 
 class FrameError(KrillError, ValueError):
