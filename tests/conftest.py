@@ -31,4 +31,3 @@ def impl_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def graph_impl(impl_kind: str) -> ModuleType:
     return hot_module("graph", impl_kind)
-

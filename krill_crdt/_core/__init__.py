@@ -19,7 +19,7 @@ from types import ModuleType
 __all__ = ["COMPILED", "HOT_MODULES", "NO_EXTENSIONS", "implementation", "twins"]
 
 #: Names of the hot modules; each has ``_NAME_c.pyx`` and ``_NAME_py.py`` in this package.
-HOT_MODULES: tuple[str, ...] = ("graph",)
+HOT_MODULES: tuple[str, ...] = ("graph", "codec", "dedup", "planner")
 
 
 def _flag(name: str) -> bool:
