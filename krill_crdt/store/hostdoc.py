@@ -134,6 +134,11 @@ class HostDoc:
         host: the host id; also the guid of the pycrdt doc.
         clock: returns the current Unix time in seconds; stamps ``updated`` on every write.
         client_id: the Yjs client id for this peer's writes (random if not given).
+        initial: updates to apply before the doc is observed (stored state being reloaded);
+            call :meth:`repair` afterwards.
+
+    Raises:
+        UpdateRejectedError: an ``initial`` update cannot be applied.
 
     All methods must be called from the event loop thread that owns the doc.
     """
@@ -144,6 +149,7 @@ class HostDoc:
         *,
         clock: Callable[[], float] = time.time,
         client_id: int | None = None,
+        initial: Iterable[bytes] = (),
     ) -> None:
         if not host:
             raise ValidationError("host", "must not be empty", host)
@@ -152,6 +158,14 @@ class HostDoc:
         # Create the root on open: a root a remote peer made reads as absent until the
         # receiver asks for it by name and type.
         self.nodes: Map[Any] = self.doc.get(NODES_ROOT, type=Map)
+        # Stored state goes in before anyone observes the doc: replaying it raises no events.
+        for number, update in enumerate(initial):
+            try:
+                self.doc.apply_update(update)
+            except ValueError as exc:
+                raise UpdateRejectedError(
+                    f"host doc {host!r}: stored update {number} rejected: {exc}"
+                ) from None
         self._clock = clock
         self._origin: Origin = LOCAL
         self._closed = False
@@ -578,9 +592,11 @@ class HostDoc:
         """Node id -> parent id for every node, rebuilt only after the structure changed."""
         if self._parents is None:
             parents: dict[str, str | None] = {}
-            for node_id, entry in self.nodes.items():
-                parent = entry.get("parent") if isinstance(entry, Map) else None
-                parents[node_id] = parent if isinstance(parent, str) and parent else None
+            # One transaction for the whole walk: pycrdt otherwise opens one per read.
+            with self.doc.transaction():
+                for node_id, entry in self.nodes.items():
+                    parent = entry.get("parent") if isinstance(entry, Map) else None
+                    parents[node_id] = parent if isinstance(parent, str) and parent else None
             self._parents = parents
         return self._parents
 

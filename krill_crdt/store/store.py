@@ -121,17 +121,12 @@ class Store:
         return self
 
     def _load_doc(self, host: str, snapshot: bytes | None, tail: Iterable[bytes]) -> None:
-        doc = HostDoc(host, clock=self._clock, client_id=self._client_id)
         updates = ([snapshot] if snapshot is not None else []) + list(tail)
-        for number, update in enumerate(updates):
-            try:
-                doc.apply(update, origin=LOAD, repair=False)
-            except UpdateRejectedError as exc:
-                doc.close()
-                self.corrupt[host] = CorruptStoreError(
-                    str(self.data_dir / DOCS_FILE), host, f"stored update {number}: {exc}"
-                )
-                return
+        try:
+            doc = HostDoc(host, clock=self._clock, client_id=self._client_id, initial=updates)
+        except UpdateRejectedError as exc:
+            self.corrupt[host] = CorruptStoreError(str(self.data_dir / DOCS_FILE), host, str(exc))
+            return
         self._attach(doc)
         # Orphans or cycles left by updates that met only on this peer are repaired now,
         # with the listener attached so the repair itself is persisted.
@@ -234,6 +229,7 @@ class Store:
     async def create(self, node: Node, *, origin: Origin = LOCAL) -> Node:
         """Create a node in its host's doc (made if missing); return once durable."""
         doc = self.doc(node.host, create=True)
+        self._pending.pop(doc.host, None)
         stored = doc.create(node, origin=origin)
         await self._durable(doc.host)
         return stored
@@ -243,6 +239,7 @@ class Store:
     ) -> Node:
         """Partially update a node wherever it lives; return it once durable."""
         doc = self._docs[self.host_of(node_id)]
+        self._pending.pop(doc.host, None)
         stored = doc.update(node_id, changes, origin=origin)
         await self._durable(doc.host)
         return stored
@@ -250,6 +247,7 @@ class Store:
     async def delete(self, node_id: str, *, origin: Origin = LOCAL) -> list[str]:
         """Delete a node and its subtree; return the removed ids once durable."""
         doc = self._docs[self.host_of(node_id)]
+        self._pending.pop(doc.host, None)
         removed = doc.delete(node_id, origin=origin)
         await self._durable(doc.host)
         return removed
@@ -259,6 +257,7 @@ class Store:
     ) -> list[Node]:
         """Apply operations to one host doc as one all-or-nothing transaction, durably."""
         doc = self.doc(host, create=True)
+        self._pending.pop(host, None)
         results = doc.batch(operations, origin=origin)
         await self._durable(host)
         return results
@@ -291,8 +290,11 @@ class Store:
             raise StoreClosedError(f"store {self.data_dir} is not open")
 
     async def _durable(self, host: str) -> None:
-        # Appends are durable in order, so waiting for the newest covers the earlier ones.
-        pending = self._pending.get(host)
+        # The write just made (synchronously, after the caller cleared the slot) left its own
+        # append here; appends are durable in order, so that also covers every earlier one.
+        # Waiting for this write's append rather than the newest keeps a writer from queueing
+        # behind appends that other tasks made after it.
+        pending = self._pending.pop(host, None)
         if pending is not None:
             await asyncio.shield(pending)
         self._maybe_squash(host)
