@@ -34,6 +34,11 @@ system_packages() {
     include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     [ -f "$include/Python.h" ] || want+=(python3-dev)
     command -v gcc >/dev/null || want+=(gcc)
+    # The MQTT tests start their own broker from Debian's mosquitto binary.
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || want+=(mosquitto)
+    # The interop tests run stock Yjs clients (npm yjs, y-websocket) under Node.js.
+    command -v node >/dev/null || want+=(nodejs)
+    command -v npm >/dev/null || want+=(npm)
     if [ ${#want[@]} -gt 0 ]; then
         apt_install "${want[@]}"
     fi
