@@ -45,14 +45,20 @@ class Metrics:
             "krill_frames_sent", "Frames sent", ["transport", "kind"], registry=r
         )
         self.frames_received = Counter(
-            "krill_frames_received", "Frames received and accepted", ["transport", "kind"], registry=r
+            "krill_frames_received",
+            "Frames received and accepted",
+            ["transport", "kind"],
+            registry=r,
         )
         self.frames_rejected = Counter(
-            "krill_frames_rejected", "Frames refused, by reason", ["transport", "reason"], registry=r
+            "krill_frames_rejected",
+            "Frames refused, by reason",
+            ["transport", "reason"],
+            registry=r,
         )
         self.frames_dropped = Counter(
             "krill_frames_dropped",
-            "Frames dropped before sending because a bounded queue was full",
+            "Frames dropped unsent: a bounded queue was full, or no link could take them",
             ["transport"],
             registry=r,
         )

@@ -13,7 +13,15 @@ Example:
 from __future__ import annotations
 
 from ._meta_base import Meta
-from ._rules import MAX_CHAIN_IDS, MAX_EXTRA_BYTES, MAX_EXTRA_DEPTH, MAX_ID_CHARS
+from ._rules import (
+    MAX_CHAIN_IDS,
+    MAX_EXTRA_BYTES,
+    MAX_EXTRA_DEPTH,
+    MAX_HOST_ID_BYTES,
+    MAX_ID_CHARS,
+    check_host_id,
+    check_id,
+)
 from .meta import (
     ButtonMeta,
     CalculationMeta,
@@ -50,6 +58,7 @@ __all__ = [
     "MAX_CHAIN_IDS",
     "MAX_EXTRA_BYTES",
     "MAX_EXTRA_DEPTH",
+    "MAX_HOST_ID_BYTES",
     "MAX_ID_CHARS",
     "MAX_NAME_CHARS",
     "MAX_NODE_JSON_BYTES",
@@ -86,6 +95,8 @@ __all__ = [
     "TimerMeta",
     "TypeSpec",
     "allowed_children",
+    "check_host_id",
+    "check_id",
     "check_parent",
     "parse_schema",
 ]

@@ -14,13 +14,18 @@ Concurrency model:
     construction, with no lock.
 
 Deletes and the orphan rule:
-    A delete removes the node and its whole subtree in one transaction. When one peer deletes
-    a node while another concurrently creates (or moves) a child beneath it, merging leaves a
-    node whose parent no longer exists. The rule, applied on every peer right after a remote
-    update: **delete wins** — such an orphan and its subtree are removed, in a transaction
-    tagged :data:`~krill_crdt.store.origin.SWEEP`. Removing a map key is idempotent and
-    commutes with every other removal, so all peers end with the same doc whichever order
-    the updates arrive in.
+    A delete removes the node and its whole subtree in one transaction, and records a
+    tombstone (node id -> time of deletion) for each of them in the root map ``deleted``. When
+    one peer deletes a node while another concurrently creates (or moves) a child beneath it,
+    merging leaves a node whose parent is tombstoned. The rule, applied on every peer right
+    after a remote update: **delete wins** — such an orphan and its subtree are removed (and
+    tombstoned), in a transaction tagged :data:`~krill_crdt.store.origin.SWEEP`. Removing a
+    map key is idempotent and commutes with every other removal, so all peers end with the
+    same doc whichever order the updates arrive in.
+
+    The tombstone is what tells a deleted parent from one that has not arrived yet: a peer
+    that receives a child before its parent (deltas travel independently) keeps the child
+    and waits; only a parent known to be deleted condemns it.
 
 Parent cycles:
     Two peers that concurrently move two nodes under each other create a parent cycle that
@@ -56,6 +61,7 @@ from .origin import LOCAL, SWEEP, Origin
 
 __all__ = [
     "NODES_ROOT",
+    "TOMBSTONES_ROOT",
     "Create",
     "Delete",
     "HostDoc",
@@ -68,6 +74,8 @@ log = logging.getLogger("krill.store")
 
 #: Name of the root map holding the nodes; part of the replication contract with Yjs clients.
 NODES_ROOT = "nodes"
+#: Name of the root map of tombstones: node id -> Unix time it was deleted.
+TOMBSTONES_ROOT = "deleted"
 
 #: Fields a partial update may set. ``id``, ``host`` and ``schema`` are fixed at creation and
 #: ``updated`` is stamped by the host doc itself.
@@ -158,6 +166,7 @@ class HostDoc:
         # Create the root on open: a root a remote peer made reads as absent until the
         # receiver asks for it by name and type.
         self.nodes: Map[Any] = self.doc.get(NODES_ROOT, type=Map)
+        self.tombstones: Map[Any] = self.doc.get(TOMBSTONES_ROOT, type=Map)
         # Stored state goes in before anyone observes the doc: replaying it raises no events.
         for number, update in enumerate(initial):
             try:
@@ -353,8 +362,11 @@ class HostDoc:
                 for node_id in staged.deleted:
                     if node_id in self.nodes:
                         del self.nodes[node_id]
+                    self.tombstones[node_id] = now
                 for node_id, fields in staged.writes.items():
                     if node_id in staged.created:
+                        if node_id in self.tombstones:
+                            del self.tombstones[node_id]
                         self.nodes[node_id] = Map(fields)
                     else:
                         entry = self.nodes[node_id]
@@ -527,15 +539,20 @@ class HostDoc:
             parents = self._parent_index()
 
         # Step 2: delete wins: remove nodes whose parent no longer exists, with subtrees.
-        orphans = sorted(n for n, p in parents.items() if p is not None and p not in parents)
+        tombstones = self.tombstones
+        orphans = sorted(
+            n for n, p in parents.items() if p is not None and p not in parents and p in tombstones
+        )
         if orphans:
             doomed: list[str] = []
             for orphan in orphans:
                 doomed.extend(_subtree(parents, orphan))
+            now = self._clock()
             with self._transaction(SWEEP):
                 for node_id in dict.fromkeys(doomed):
                     if node_id in self.nodes:
                         del self.nodes[node_id]
+                    self.tombstones[node_id] = now
             changed.extend(dict.fromkeys(doomed))
             log.info(
                 "host doc %s: removed %d node(s) whose parent was deleted concurrently: %s",

@@ -85,6 +85,7 @@ class Store:
         self._clock = clock
         self._client_id = client_id
         self._docs: dict[str, HostDoc] = {}
+        self._new_doc_listeners: list[Callable[[HostDoc], None]] = []
         self._pending: dict[str, asyncio.Future[int]] = {}
         self._squashing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,6 +143,12 @@ class Store:
 
         doc.on_update(persist)
         self._docs[host] = doc
+        for listener in self._new_doc_listeners:
+            listener(doc)
+
+    def on_new_doc(self, listener: Callable[[HostDoc], None]) -> None:
+        """Call ``listener(doc)`` for every host doc created or loaded from now on."""
+        self._new_doc_listeners.append(listener)
 
     async def close(self) -> None:
         """Wait for every pending write to be durable, then close the files. Idempotent."""
