@@ -8,6 +8,9 @@ from types import ModuleType
 
 import pytest
 
+# A real Mosquitto per test module (plain, password, TLS), started from Debian's binary.
+pytest_plugins = ["tests.mqtt_broker"]
+
 #: Set by the test command: a missing compiled module fails the run instead of skipping.
 REQUIRE_COMPILED = os.environ.get("KRILL_REQUIRE_EXTENSIONS", "") not in ("", "0")
 

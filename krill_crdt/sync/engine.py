@@ -65,6 +65,7 @@ __all__ = [
     "PeerSeen",
     "SyncEngine",
     "SyncOptions",
+    "run_seq_base",
 ]
 
 log = logging.getLogger("krill.sync")
@@ -112,6 +113,24 @@ class SyncOptions:
     resync_interval: float = 1.0
     window: int = 1024
     max_origins: int = 1024
+
+
+#: Bits of a sequence number left to the frames of one run (see :func:`run_seq_base`): a
+#: trillion frames, more than a peer sends in its lifetime, leaving 2**24 runs.
+RUN_SEQ_BITS = 40
+
+
+def run_seq_base(run: int) -> int:
+    """The first sequence number of a peer's ``run``-th start (counting from 1).
+
+    Frames of each run are numbered above every number of the runs before it, so a restarted
+    peer is never mistaken for a replay of itself. The run counter is kept on disk by the
+    caller; a clock would not do, since a Raspberry Pi without a real-time clock can boot
+    with its time behind.
+    """
+    if not 0 <= run < 2 ** (64 - RUN_SEQ_BITS):
+        raise ValueError(f"run {run} is outside 0..{2 ** (64 - RUN_SEQ_BITS) - 1}")
+    return run << RUN_SEQ_BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +190,9 @@ class SyncEngine:
         options: timing and limits.
         metrics: where frames are counted.
         authorize: access decision per peer, doc and direction (write = apply its update).
+        first_seq: the sequence number after which this run numbers its frames. It must be
+            higher than any number an earlier run of the same peer id used, or the other
+            peers' replay windows drop this run's frames as replays (see :func:`run_seq_base`).
     """
 
     def __init__(
@@ -187,6 +209,7 @@ class SyncEngine:
         options: SyncOptions | None = None,
         metrics: Metrics | None = None,
         authorize: Authorize | None = None,
+        first_seq: int = 0,
     ) -> None:
         if len(peer_id) != PEER_ID_SIZE:
             raise ValueError(f"a peer id must be {PEER_ID_SIZE} bytes")
@@ -201,7 +224,7 @@ class SyncEngine:
         self.metrics = metrics or Metrics()
         self._authorize = authorize or _allow_all
 
-        self._seq = 0
+        self._seq = first_seq
         self._window = ReplayWindow(self.options.max_origins, self.options.window)
         self._pacer = BeaconPacer(self.options.pacing, now)
         self._topology = Topology(peer_id)
@@ -279,6 +302,15 @@ class SyncEngine:
         if link in self._links:
             self._links.discard(link)
             self._announce_links(now)
+
+    def resync(self, now: float) -> None:
+        """Compare digests with every peer soon: after a reconnect, frames may have been missed.
+
+        The next beacon goes out within the pacing floor, and earlier requests no longer hold
+        back new ones.
+        """
+        self._asked.clear()
+        self._pacer.changed(now)
 
     def tick(self, now: float) -> None:
         """Run the timers: expire silent peers, send a beacon when one is due."""
@@ -367,6 +399,9 @@ class SyncEngine:
         if beacon.endpoints != peer.endpoints:
             peer.endpoints = beacon.endpoints
             self._events.append(PeerSeen(frame.origin, beacon.endpoints))
+            # Answer a newcomer with our own beacon soon (within the floor), so that it
+            # learns of us now rather than when our idle interval runs out.
+            self._pacer.changed(now)
         peer.digests = dict(beacon.digests)
         if beacon.delta is not None:
             doc, update = beacon.delta

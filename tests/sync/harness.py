@@ -26,7 +26,9 @@ def peer_id(name: str) -> bytes:
 class SimPeer:
     """One engine with in-memory host docs, wired like the peer runtime wires it."""
 
-    def __init__(self, net: Net, name: str, transports: dict[str, bool]) -> None:
+    def __init__(
+        self, net: Net, name: str, transports: dict[str, bool], first_seq: int = 0
+    ) -> None:
         self.net = net
         self.name = name
         self.id = peer_id(name)
@@ -42,6 +44,7 @@ class SimPeer:
             transports=transports,
             options=net.options,
             metrics=self.metrics,
+            first_seq=first_seq,
         )
         self.docs.on_new_doc = self._watch
         self.received: Counter[tuple[str, str]] = Counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from krill_crdt._core.codec import Kind, encode_frame
 from krill_crdt.model import Node, NodeState, NodeType
-from krill_crdt.sync.engine import SyncOptions
+from krill_crdt.sync.engine import SyncOptions, run_seq_base
 from krill_crdt.sync.link import Link
 from krill_crdt.sync.pacing import PacingOptions
 from tests.sync.harness import KEY, SWARM, Net, SimPeer
@@ -265,3 +265,23 @@ def test_a_silent_peer_goes_offline_after_the_ttl() -> None:
     net.partitioned = {b.id}
     net.advance(6.0)
     assert b.id not in a.engine.peers()
+
+
+def test_a_restarted_peer_is_heard_again_not_taken_for_a_replay() -> None:
+    net = Net()
+    a, b = net.add("a", dict(UDP)), net.add("b", dict(UDP))
+    net.link(a, b)
+    b.write_server()
+    net.pump()
+    net.advance(1.0)
+
+    # b restarts: same peer id, a new run whose sequence numbers start above the old ones.
+    net.unlink(a, b)
+    restarted = SimPeer(net, "b", dict(UDP), first_seq=run_seq_base(2))
+    net.peers[restarted.id] = restarted
+    restarted.write_server()
+    net.link(a, restarted)
+    net.pump()
+
+    assert a.metrics.value("krill_frames_rejected_total", transport="ws", reason="duplicate") == 0
+    assert set(a.docs.hosts()) == {"b"}

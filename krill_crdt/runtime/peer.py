@@ -1,0 +1,503 @@
+"""The Peer: store, sync engine, transports and HTTP server wired into one running peer.
+
+    async with Peer(config) as peer:
+        await peer.create(Node.new(NodeType.Project, host=peer.host, parent=peer.host))
+
+The Peer owns one asyncio event loop's worth of state: the store's host docs, the sans-I/O
+sync engine and the transports. Frames a transport receives go straight into the engine and
+whatever the engine wants sent goes straight out again, in the same loop iteration, so one
+hop costs no scheduling delay. Local writes are collected until the loop is next idle and
+then leave as one merged delta per doc. Timers (beacons, presence) run from one driver task
+that sleeps until the engine's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .. import __version__
+from ..errors import KrillError, StoreClosedError, ValidationError
+from ..metrics import Metrics
+from ..model import Node, NodeType
+from ..store import HostDoc, Origin, Store
+from ..store.changes import ChangeStream
+from ..sync.docs import StoreDocs
+from ..sync.engine import (
+    InvokeRequest,
+    PeerLost,
+    PeerSeen,
+    SyncEngine,
+    SyncOptions,
+    run_seq_base,
+)
+from ..sync.link import Link, Send
+from ..transport.base import Transport
+from ..transport.http import PeerInfo, build_app
+from ..transport.mqtt import MqttOptions, MqttTransport
+from ..transport.udp import MulticastOptions, UdpMulticastTransport
+from ..transport.ws import WsLinkTransport
+from ..transport.yws import YjsRooms
+from .config import PeerConfig
+
+__all__ = ["LOCAL_TRANSPORTS", "Peer"]
+
+log = logging.getLogger("krill.runtime")
+
+#: Origins whose updates this peer sends to the swarm as its own: its API and processors,
+#: the orphan rule, and clients attached to it (browsers on /ws, scripts on /sync).
+LOCAL_TRANSPORTS = frozenset({"local", "sweep", "ws-client", "http"})
+
+#: How long the peer with the larger id waits for the smaller one to dial before dialing
+#: itself (simultaneous dials are resolved by the link transport, but one dial is cheaper).
+DIAL_GRACE = 2.0
+
+#: Timeout for the one request that learns a static peer's id from its /health.
+STATIC_PEER_TIMEOUT = 5.0
+
+PEER_ID_FILE = "peer.id"
+#: How many times this peer has started: it numbers each run's frames above the last's.
+RUN_FILE = "runs"
+SWARM_KEY_FILE = "swarm.key"
+
+
+def swarm_number(name: str) -> int:
+    """The 32-bit swarm id carried in frames, derived from the swarm's name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
+
+
+def _read_or_create(path: Path, size: int) -> bytes:
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) != size and path.name == PEER_ID_FILE:
+            raise ValidationError("peer.data_dir", f"{path} must hold {size} bytes")
+        return data
+    data = secrets.token_bytes(size)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return data
+
+
+def _next_run(path: Path) -> int:
+    """Count one more start in ``path`` (written atomically) and return the new count."""
+    try:
+        run = int(path.read_text().strip() or "0") + 1
+    except FileNotFoundError:
+        run = 1
+    except ValueError:
+        raise ValidationError("peer.data_dir", f"{path} must hold a whole number") from None
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(f"{run}\n")
+    with scratch.open("rb") as handle:
+        os.fsync(handle.fileno())
+    scratch.replace(path)
+    return run
+
+
+def _mqtt_options(cfg: PeerConfig) -> MqttOptions:
+    mqtt = cfg.mqtt
+    assert mqtt.url is not None
+    password = None
+    if mqtt.password_file is not None:
+        password = mqtt.password_file.read_text().strip()
+    return MqttOptions(
+        url=mqtt.url,
+        username=mqtt.username,
+        password=password,
+        tls_ca=str(mqtt.tls_ca) if mqtt.tls_ca is not None else None,
+    )
+
+
+class Peer:
+    """One krill peer: ``async with Peer(config) as peer``.
+
+    Reusable but not re-entrant: entering a running peer again raises :class:`KrillError`;
+    after it stopped it may be started again.
+    """
+
+    def __init__(self, config: PeerConfig | None = None) -> None:
+        self.config = config or PeerConfig()
+        self.host = self.config.peer.name
+        self.metrics = Metrics()
+        self._running = False
+        self._store: Store | None = None
+        self._engine: SyncEngine | None = None
+        self._transports: dict[str, Transport] = {}
+        self._ws: WsLinkTransport | None = None
+        self._runner: web.AppRunner | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._flush_scheduled = False
+        self._dials: dict[bytes, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.id = b""
+        self.url = ""
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> Peer:
+        """Open the store, start the transports and the HTTP server, join the swarm.
+
+        Raises:
+            KrillError: already running, or a part failed to start (what started is stopped).
+        """
+        if self._running:
+            raise KrillError("this Peer is already running; a Peer is not re-entrant")
+        self._running = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        cfg = self.config
+        data_dir = cfg.peer.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+        # Step 1: identity and secrets.
+        self.id = _read_or_create(data_dir / PEER_ID_FILE, 16)
+        key_path = cfg.peer.swarm_key_file or data_dir / SWARM_KEY_FILE
+        key = (
+            _read_or_create(key_path, 32)
+            if cfg.peer.swarm_key_file is None
+            else key_path.read_bytes().strip()
+        )
+
+        run = _next_run(data_dir / RUN_FILE)
+
+        # Step 2: the store, with this peer's own host doc and its server node.
+        self._store = store = await Store(data_dir).open()
+        own = store.doc(self.host, create=True)
+        if self.host not in own:
+            await store.create(
+                Node.new(NodeType.Server, host=self.host, id=self.host, name=self.host)
+            )
+
+        # Step 3: the engine and the transports.
+        transports: dict[str, bool] = {"ws": False}
+        if cfg.discovery.multicast:
+            transports["udp"] = True
+        if cfg.mqtt.url:
+            transports["mqtt"] = True
+        now = time.time()
+        self._engine = engine = SyncEngine(
+            self.id,
+            key=key,
+            swarm=swarm_number(cfg.peer.swarm),
+            docs=StoreDocs(store),
+            now=now,
+            follow=cfg.peer.follow or None,
+            transports=transports,
+            options=SyncOptions(),
+            metrics=self.metrics,
+            first_seq=run_seq_base(run),
+        )
+        for doc in store.docs().values():
+            self._watch(doc)
+        store.on_new_doc(self._watch)
+
+        self._ws = WsLinkTransport(
+            self.id,
+            hello=lambda: engine.hello(time.time()),
+            identify=engine.identify,
+            metrics=self.metrics,
+            on_link=self._on_link,
+        )
+        self._transports["ws"] = self._ws
+        if cfg.discovery.multicast:
+            d = cfg.discovery
+            self._transports["udp"] = UdpMulticastTransport(
+                MulticastOptions(group=d.group, port=d.port, interface=d.interface),
+                metrics=self.metrics,
+            )
+
+        if cfg.mqtt.url:
+            self._transports["mqtt"] = MqttTransport(
+                _mqtt_options(cfg),
+                swarm=cfg.peer.swarm,
+                peer_id=self.id,
+                metrics=self.metrics,
+                on_connected=self._on_broker_connected,
+            )
+
+        # Step 4: the HTTP server: REST API, /sync, /ws rooms, peer links.
+        app = build_app(store, info=self._info, metrics=self.metrics, own_host=self.host)
+        YjsRooms(store.doc, metrics=self.metrics).attach(app)
+        self._ws.attach(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
+        await site.start()
+        port = self._bound_port() or cfg.http.port
+        advertised = cfg.discovery.interface if cfg.http.host in ("0.0.0.0", "") else cfg.http.host
+        self.url = f"http://{advertised}:{port}"
+        engine.endpoints = (self.url,)
+
+        for transport in self._transports.values():
+            await transport.start(self._deliver)
+        self._driver = asyncio.get_running_loop().create_task(self._drive())
+        for url in cfg.discovery.static_peers:
+            self._spawn(self._dial_static(url))
+        log.info("peer %s (%s) up at %s", self.host, self.id.hex()[:8], self.url)
+
+    async def stop(self) -> None:
+        """Leave the swarm and close everything; idempotent."""
+        if not self._running:
+            return
+        self._running = False
+        for handle in self._dials.values():
+            handle.cancel()
+        self._dials.clear()
+        if self._driver is not None:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+            self._driver = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in self._transports.values():
+            await transport.stop()
+        self._transports.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        self._engine = None
+
+    async def __aenter__(self) -> Peer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------------- API
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise StoreClosedError("the peer is not running")
+        return self._store
+
+    @property
+    def engine(self) -> SyncEngine:
+        if self._engine is None:
+            raise StoreClosedError("the peer is not running")
+        return self._engine
+
+    async def create(self, node: Node) -> Node:
+        """Create a node (durably) and send it to the swarm."""
+        return await self.store.create(node)
+
+    async def update(self, node_id: str, changes: Mapping[str, Any]) -> Node:
+        """Partially update a node wherever it lives (durably) and send the change."""
+        return await self.store.update(node_id, changes)
+
+    async def delete(self, node_id: str) -> list[str]:
+        """Delete a node and its subtree; return the removed ids."""
+        return await self.store.delete(node_id)
+
+    def get(self, node_id: str) -> Node:
+        """Return a node from whichever followed host doc holds it."""
+        return self.store.get(node_id)
+
+    def nodes(self, host: str | None = None) -> list[Node]:
+        """Return every node (of one host doc, if given), sorted by host then id."""
+        docs = self.store.docs()
+        hosts = [host] if host is not None else sorted(docs)
+        return [n for h in hosts if h in docs for n in docs[h].list_nodes()]
+
+    def children(self, node_id: str) -> list[Node]:
+        """Return the direct children of a node."""
+        return self.store.doc(self.store.host_of(node_id)).children(node_id)
+
+    def watch(self, host: str | None = None) -> ChangeStream:
+        """Return a stream of changes of one host doc (this peer's own by default)."""
+        return self.store.doc(host or self.host, create=True).changes()
+
+    # -------------------------------------------------------------------------- plumbing
+
+    def _watch(self, doc: HostDoc) -> None:
+        host = doc.host
+
+        def on_update(update: bytes, origin: Origin) -> None:
+            engine = self._engine
+            if engine is None:
+                return
+            if origin.transport in LOCAL_TRANSPORTS:
+                engine.local_update(host, update, time.time())
+                self._schedule_flush()
+            else:
+                engine.doc_changed(host)
+
+        doc.on_update(on_update)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._engine is not None:
+            self._engine.flush(time.time())
+            self._dispatch()
+            self._wake.set()
+
+    def _on_broker_connected(self) -> None:
+        # Whatever was published while we were away is lost to us: compare digests now.
+        if self._engine is not None:
+            self._engine.resync(time.time())
+            self._wake.set()
+
+    def _deliver(self, data: bytes, link: Link) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        engine.receive(data, link, time.time())
+        self._dispatch()
+
+    def _on_link(self, peer: bytes, up: bool) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        link = Link("ws", peer)
+        if up:
+            engine.link_up(link, time.time())
+        else:
+            engine.link_down(link, time.time())
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        sends, events = engine.drain()
+        for send in sends:
+            self._send(send)
+        for event in events:
+            if isinstance(event, PeerSeen):
+                self._on_peer_seen(event)
+            elif isinstance(event, PeerLost):
+                self._cancel_dial(event.peer)
+            elif isinstance(event, InvokeRequest):
+                log.info("invoke request from %s ignored: no executor here", event.peer.hex()[:8])
+
+    def _send(self, send: Send) -> None:
+        transport = self._transports.get(send.link.transport)
+        if transport is None:
+            self.metrics.frames_dropped.labels(send.link.transport).inc()
+            return
+        transport.send(send)
+
+    def _on_peer_seen(self, event: PeerSeen) -> None:
+        if self._ws is None or not event.endpoints or not self.config.discovery.peer_links:
+            return
+        url = self._link_url(event.endpoints[0])
+        self._cancel_dial(event.peer)
+        # New endpoints mean the peer restarted or moved: a dialer still backing off toward
+        # the old address would only delay the new link.
+        if event.peer in self._ws.dialing() and event.peer not in self._ws.links():
+            self._ws.forget(event.peer)
+        if self.id < event.peer:
+            self._ws.dial(event.peer, url)
+            return
+        # The smaller id dials; dial ourselves only if it has not after a grace period
+        # (it may be unable to reach us).
+        loop = asyncio.get_running_loop()
+        self._dials[event.peer] = loop.call_later(DIAL_GRACE, self._late_dial, event.peer, url)
+
+    def _link_url(self, endpoint: str) -> str:
+        """The peer-link WebSocket URL behind an advertised HTTP endpoint."""
+        assert self._ws is not None
+        base = endpoint.rstrip("/")
+        scheme, _, rest = base.partition("://")
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{self._ws.options.path}"
+
+    def _late_dial(self, peer: bytes, url: str) -> None:
+        self._dials.pop(peer, None)
+        if self._ws is not None and peer not in self._ws.links():
+            self._ws.dial(peer, url)
+
+    def _cancel_dial(self, peer: bytes) -> None:
+        handle = self._dials.pop(peer, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _dial_static(self, url: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=STATIC_PEER_TIMEOUT)
+        delay = 1.0
+        while self._running:
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as session,
+                    session.get(f"{url.rstrip('/')}/health") as response,
+                ):
+                    info = await response.json()
+                peer = bytes.fromhex(info["peer"])
+                if self._ws is not None and peer != self.id:
+                    self._ws.dial(peer, self._link_url(url))
+                return
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+                log.warning("static peer %s not reachable yet: %s", url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _drive(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        while True:
+            now = time.time()
+            engine.tick(now)
+            engine.flush(now)
+            self._dispatch()
+            wait = max(0.0, min(engine.next_deadline() - time.time(), 1.0))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _bound_port(self) -> int | None:
+        if self._runner is None:
+            return None
+        for site in self._runner.sites:
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            for sock in sockets:
+                return int(sock.getsockname()[1])
+        return None
+
+    def _info(self) -> PeerInfo:
+        engine = self._engine
+        return PeerInfo(
+            peer=self.id.hex(),
+            name=self.host,
+            version=__version__,
+            follows=sorted(self._store.hosts()) if self._store else [],
+            peers=sorted(p.hex() for p in engine.peers()) if engine else [],
+        )
