@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,31 +28,6 @@ HOST = "host-a"
 CLIENT_TIMEOUT = 20.0
 #: Seconds a first ``npm ci`` may take (six small packages from the registry).
 INSTALL_TIMEOUT = 300.0
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The Node.js executable, with the interop packages installed from the lock file."""
-    node = shutil.which("node")
-    npm = shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("the Yjs interop test needs Node.js and npm on PATH; at least one is missing")
-    modules = HERE / "node_modules"
-    if not (modules / "y-websocket").is_dir():
-        try:
-            subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=HERE,
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT,
-            )
-        except subprocess.CalledProcessError as exc:
-            pytest.fail(f"npm ci failed in {HERE}:\n{exc.stderr}")
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"npm ci in {HERE} did not finish within {INSTALL_TIMEOUT:.0f} s")
-    return node
 
 
 @pytest.fixture

@@ -464,3 +464,33 @@ async def test_stop_on_the_dialing_side_tells_the_peer(make_node: MakeNode) -> N
     await until(lambda: b.events == [(a.peer, True), (a.peer, False)])
     assert a.events == [(b.peer, True), (b.peer, False)]
     assert a.transport.dialing() == []
+
+
+# -- arguments and backoff ---------------------------------------------------------------------
+
+
+async def test_dial_refuses_bad_peers_and_a_stopped_transport() -> None:
+    links = WsLinkTransport(peer_id(1), hello=lambda: make_hello(peer_id(1)), identify=identify)
+    with pytest.raises(RuntimeError):
+        links.dial(peer_id(2), "ws://127.0.0.1:9/krill/v1/link")
+    await links.start(lambda data, link: None)
+    try:
+        with pytest.raises(ValidationError):
+            links.dial(b"short", "ws://127.0.0.1:9/krill/v1/link")
+        with pytest.raises(ValidationError):
+            links.dial(peer_id(1), "ws://127.0.0.1:9/krill/v1/link")
+        with pytest.raises(RuntimeError):
+            await links.start(lambda data, link: None)
+    finally:
+        await links.stop()
+
+
+def test_backoff_grows_with_full_jitter_up_to_its_cap() -> None:
+    options = WsLinkOptions(backoff_min=0.2, backoff_max=30.0)
+    links = WsLinkTransport(peer_id(1), hello=bytes, identify=identify, options=options)
+    for failures in range(200):
+        delay = links._backoff(failures)
+        assert 0.2 <= delay <= min(30.0, 0.2 * 2**failures)
+    late = [links._backoff(50) for _ in range(200)]
+    assert max(late) > 15.0  # the whole range is used, not only its top
+    assert min(late) < 15.0
