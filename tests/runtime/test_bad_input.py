@@ -125,13 +125,15 @@ async def test_bad_frames_on_every_transport_are_refused_and_change_nothing(
             await wait_for(lambda: rejected(peer, "ws", "update") >= 1)
 
         # HTTP: a garbage update on /sync.
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
                 f"{peer.url}/sync/alpha",
                 data=b"\xff\xfe garbage",
                 headers={"Content-Type": "application/octet-stream"},
-            ) as response:
-                assert response.status == 400
+            ) as response,
+        ):
+            assert response.status == 400
 
         await asyncio.sleep(0.2)
         for transport in ("udp", "mqtt", "ws"):
