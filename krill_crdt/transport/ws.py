@@ -557,8 +557,8 @@ class WsLinkTransport:
 
     def _retire(self, old: _Connection, new: _Connection) -> None:
         """Hand ``old``'s unsent frames to ``new`` and close ``old`` as a duplicate."""
-        # NOTE: a frame the old writer already took off its queue, or one in flight on the old
-        # socket, may be lost when it closes. The engine's anti-entropy heals such holes.
+        # NOTE: a frame the old writer already took off its queue, or one in flight on the
+        # NOTE: old socket, may be lost when it closes. The engine's anti-entropy heals that.
         old.retired = True
         if old.writer is not None:
             old.writer.cancel()
@@ -647,8 +647,8 @@ class WsLinkTransport:
             # Frames are small Yjs deltas: deflate costs a Pi more time than the bytes save.
             compress=False,
         )
-        # NOTE: handshakes in progress are not capped; each lasts at most connect_timeout, so a
-        # flood of idle connections costs sockets for that long. Matters only on a hostile LAN.
+        # NOTE: handshakes in progress are not capped; each lasts at most connect_timeout, so
+        # NOTE: a flood of idle connections holds sockets that long. Matters on a hostile LAN.
         await ws.prepare(request)
         task = asyncio.current_task()
         if task is not None:
@@ -896,14 +896,10 @@ class WsLinkTransport:
     def _reject(self, source: str, reason: str, what: str, *args: object) -> None:
         """Count a refused message and warn once per source and reason, then log at debug."""
         self.metrics.rejected(self.name, reason)
-        key = (source, reason)
-        level = logging.DEBUG
-        if key not in self._warned and len(self._warned) < _MAX_WARNED_SOURCES:
-            self._warned.add(key)
-            level = logging.WARNING
-        log.log(level, "ws link with %s: rejected (" + what + ")", source, *args)
+        self._warn_once(source, reason, "ws link with %s: rejected (" + what + ")", source, *args)
 
     def _warn_once(self, source: str, reason: str, message: str, *args: object) -> None:
+        """Log at warning the first time ``(source, reason)`` comes up, later at debug."""
         key = (source, reason)
         level = logging.DEBUG
         if key not in self._warned and len(self._warned) < _MAX_WARNED_SOURCES:
