@@ -166,3 +166,27 @@ async def test_a_peer_cut_off_catches_up_and_keeps_its_own_offline_edits(swarm: 
     assert (node.name, node.state) == ("majority", NodeState.SEVERE)
     # One active beacon period plus a round trip, with room for the link to be dialled.
     assert took < 1.0 + 2.0
+
+
+async def test_static_peers_link_up_without_multicast(tmp_path: Path) -> None:
+    key = tmp_path / "swarm.key"
+    key.write_bytes(random.randbytes(32))
+
+    def config(name: str, static: tuple[str, ...] = ()) -> PeerConfig:
+        return PeerConfig(
+            peer=PeerSection(
+                name=name, data_dir=tmp_path / name, swarm="static", swarm_key_file=key
+            ),
+            http=HttpConfig(listen="127.0.0.1:0"),
+            discovery=DiscoveryConfig(multicast=False, static_peers=static),
+        )
+
+    a = await Peer(config("alpha")).start()
+    b = await Peer(config("bravo", static=(a.url,))).start()
+    try:
+        await b.create(project(b, "from-bravo"))
+        await wait_for(lambda: linked([a, b]) and converged([a, b], hosts=2))
+        assert a.get("from-bravo").host == "bravo"
+    finally:
+        await b.stop()
+        await a.stop()
