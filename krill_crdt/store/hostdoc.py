@@ -55,11 +55,12 @@ from ..errors import (
     UpdateRejectedError,
     ValidationError,
 )
-from ..model import Node, NodeType, check_parent
+from ..model import Node, NodeState, NodeType, check_parent
 from .changes import DEFAULT_STREAM_CAPACITY, Change, ChangeKind, ChangeStream
 from .origin import LOCAL, SWEEP, Origin
 
 __all__ = [
+    "ERRORS_ROOT",
     "NODES_ROOT",
     "TOMBSTONES_ROOT",
     "Create",
@@ -76,6 +77,8 @@ log = logging.getLogger("krill.store")
 NODES_ROOT = "nodes"
 #: Name of the root map of tombstones: node id -> Unix time it was deleted.
 TOMBSTONES_ROOT = "deleted"
+#: Name of the root map of processor errors: node id -> the message of its last failure.
+ERRORS_ROOT = "errors"
 
 #: Fields a partial update may set. ``id``, ``host`` and ``schema`` are fixed at creation and
 #: ``updated`` is stamped by the host doc itself.
@@ -167,6 +170,7 @@ class HostDoc:
         # receiver asks for it by name and type.
         self.nodes: Map[Any] = self.doc.get(NODES_ROOT, type=Map)
         self.tombstones: Map[Any] = self.doc.get(TOMBSTONES_ROOT, type=Map)
+        self.errors: Map[Any] = self.doc.get(ERRORS_ROOT, type=Map)
         # Stored state goes in before anyone observes the doc: replaying it raises no events.
         for number, update in enumerate(initial):
             try:
@@ -463,6 +467,32 @@ class HostDoc:
                     node_id=node.id,
                 )
             ancestor = parents[ancestor]
+
+    def set_error(
+        self,
+        node_id: str,
+        state: NodeState,
+        message: str | None,
+        *,
+        origin: Origin = LOCAL,
+    ) -> None:
+        """Set a node's state and its error message (None clears it) in one transaction.
+
+        Raises:
+            NodeNotFoundError: no such node.
+        """
+        self._check_open()
+        node = self.get(node_id)
+        with self._transaction(origin):
+            if node.state != state:
+                entry = self.nodes[node_id]
+                entry["state"] = state.value
+                entry["updated"] = self._clock()
+            if message is None:
+                if node_id in self.errors:
+                    del self.errors[node_id]
+            elif self.errors.get(node_id) != message:
+                self.errors[node_id] = message
 
     # ------------------------------------------------------------------ replication hooks
 
