@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from .. import __version__
@@ -51,6 +52,8 @@ from ..transport.udp import MulticastOptions, UdpMulticastTransport
 from ..transport.ws import WsLinkTransport
 from ..transport.yws import YjsRooms
 from .config import PeerConfig
+from .executor import ChainExecutor, ChainResult
+from .processors.base import Processor
 
 __all__ = ["LOCAL_TRANSPORTS", "Peer"]
 
@@ -121,6 +124,30 @@ def _mqtt_options(cfg: PeerConfig) -> MqttOptions:
     )
 
 
+class _ProcessorHost:
+    """The services a running peer offers its processors."""
+
+    __slots__ = ("_peer",)
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    def get(self, node_id: str) -> Node:
+        return self._peer.get(node_id)
+
+    async def update(self, node_id: str, changes: Mapping[str, Any]) -> Node:
+        return await self._peer.update(node_id, changes)
+
+    def children(self, node_id: str) -> list[Node]:
+        return self._peer.children(node_id)
+
+    def now(self) -> float:
+        return time.time()
+
+    def resource(self, name: str) -> Any:
+        return self._peer.resources[name]
+
+
 class Peer:
     """One krill peer: ``async with Peer(config) as peer``.
 
@@ -128,7 +155,12 @@ class Peer:
     after it stopped it may be started again.
     """
 
-    def __init__(self, config: PeerConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: PeerConfig | None = None,
+        *,
+        processors: Mapping[NodeType, Processor] | None = None,
+    ) -> None:
         self.config = config or PeerConfig()
         self.host = self.config.peer.name
         self.metrics = Metrics()
@@ -145,6 +177,11 @@ class Peer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.id = b""
         self.url = ""
+        self._executor: ChainExecutor | None = None
+        #: The processor of each node type (custom ones may replace the built-in ones).
+        self._processors: dict[NodeType, Processor] = dict(processors or {})
+        #: Shared services processors use by name (see ProcessorHost.resource).
+        self.resources: dict[str, Any] = {}
 
     # --------------------------------------------------------------------------- lifecycle
 
@@ -206,6 +243,10 @@ class Peer:
             options=SyncOptions(),
             metrics=self.metrics,
             first_seq=run_seq_base(run),
+            served=(self.host,),
+        )
+        self._executor = ChainExecutor(
+            own, _ProcessorHost(self), self._processors, metrics=self.metrics
         )
         for doc in store.docs().values():
             self._watch(doc)
@@ -236,7 +277,13 @@ class Peer:
             )
 
         # Step 4: the HTTP server: REST API, /sync, /ws rooms, peer links.
-        app = build_app(store, info=self._info, metrics=self.metrics, own_host=self.host)
+        app = build_app(
+            store,
+            info=self._info,
+            metrics=self.metrics,
+            own_host=self.host,
+            invoke=self._invoke_over_http,
+        )
         YjsRooms(store.doc, metrics=self.metrics).attach(app)
         self._ws.attach(app)
         self._runner = web.AppRunner(app, access_log=None)
@@ -332,6 +379,48 @@ class Peer:
         """Return the direct children of a node."""
         return self.store.doc(self.store.host_of(node_id)).children(node_id)
 
+    async def invoke(self, node_id: str, value: Any = None) -> ChainResult | None:
+        """Run a node's chain on the node's host.
+
+        On this peer's own nodes the chain runs here and its result is returned. A node of
+        another host is sent there as an INVOKE request and None is returned at once; the
+        results reach everyone as ordinary writes.
+
+        Raises:
+            NodeNotFoundError: no followed host doc holds the node.
+            PlanError: the chain cannot be planned (on this host).
+        """
+        host = self.store.host_of(node_id)
+        if host == self.host:
+            assert self._executor is not None
+            return await self._executor.invoke(node_id, value)
+        payload = orjson.dumps({"node": node_id, "value": value})
+        self.engine.invoke(host, payload, time.time())
+        self._dispatch()
+        return None
+
+    async def _invoke_over_http(self, node_id: str) -> dict[str, Any]:
+        result = await self.invoke(node_id)
+        if result is None:
+            return {"node": node_id, "routed_to": self.store.host_of(node_id)}
+        return {
+            "node": node_id,
+            "ran": result.ran,
+            "errors": result.errors,
+            "skipped": result.skipped,
+        }
+
+    async def _run_requested(self, event: InvokeRequest) -> None:
+        try:
+            request = orjson.loads(event.payload)
+            node_id = str(request["node"])
+            assert self._executor is not None
+            await self._executor.invoke(node_id, request.get("value"))
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warning("invoke request from %s is malformed: %s", event.peer.hex()[:8], exc)
+        except KrillError as exc:
+            log.warning("invoke request from %s failed: %s", event.peer.hex()[:8], exc)
+
     def watch(self, host: str | None = None) -> ChangeStream:
         """Return a stream of changes of one host doc (this peer's own by default)."""
         return self.store.doc(host or self.host, create=True).changes()
@@ -402,7 +491,7 @@ class Peer:
             elif isinstance(event, PeerLost):
                 self._cancel_dial(event.peer)
             elif isinstance(event, InvokeRequest):
-                log.info("invoke request from %s ignored: no executor here", event.peer.hex()[:8])
+                self._spawn(self._run_requested(event))
 
     def _send(self, send: Send) -> None:
         transport = self._transports.get(send.link.transport)

@@ -193,6 +193,7 @@ class SyncEngine:
         first_seq: the sequence number after which this run numbers its frames. It must be
             higher than any number an earlier run of the same peer id used, or the other
             peers' replay windows drop this run's frames as replays (see :func:`run_seq_base`).
+        served: the host docs this peer is the host of (it runs their nodes' chains).
     """
 
     def __init__(
@@ -210,6 +211,7 @@ class SyncEngine:
         metrics: Metrics | None = None,
         authorize: Authorize | None = None,
         first_seq: int = 0,
+        served: Iterable[str] = (),
     ) -> None:
         if len(peer_id) != PEER_ID_SIZE:
             raise ValueError(f"a peer id must be {PEER_ID_SIZE} bytes")
@@ -223,6 +225,8 @@ class SyncEngine:
         self.options = options or SyncOptions()
         self.metrics = metrics or Metrics()
         self._authorize = authorize or _allow_all
+        #: Host docs whose nodes this peer runs: INVOKE frames for them become events.
+        self.served = frozenset(served)
 
         self._seq = first_seq
         self._window = ReplayWindow(self.options.max_origins, self.options.window)
@@ -303,6 +307,21 @@ class SyncEngine:
             self._links.discard(link)
             self._announce_links(now)
 
+    def invoke(self, doc: str, payload: bytes, now: float) -> None:
+        """Ask the host of ``doc`` to run a chain: an INVOKE frame to every peer reachable.
+
+        Every transport may deliver it; the replay window makes the host act on it once.
+        """
+        data = self._encode(Kind.INVOKE, doc, payload, now)
+        targets = sorted(self._links, key=str) + [
+            Link(name)
+            for name, broadcast in self.transports.items()
+            if broadcast and (name != "udp" or len(data) <= DATAGRAM_BUDGET)
+        ]
+        for link in targets:
+            self._outbox.append(Send(link, data, "invoke", doc))
+            self.metrics.sent(link.transport, "invoke")
+
     def resync(self, now: float) -> None:
         """Compare digests with every peer soon: after a reconnect, frames may have been missed.
 
@@ -362,7 +381,8 @@ class SyncEngine:
             self._apply(frame.doc, frame.payload, frame.origin, link, now)
         elif kind is Kind.PRESENCE:
             self._on_presence(frame, link, now)
-        elif kind is Kind.INVOKE:
+        elif kind is Kind.INVOKE and frame.doc in self.served:
+            # Only a node's host runs it; every other peer ignores the request.
             self._events.append(InvokeRequest(frame.origin, frame.doc, frame.payload))
 
     def identify(self, data: bytes) -> bytes | None:

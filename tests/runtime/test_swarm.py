@@ -14,6 +14,7 @@ from krill_crdt.model import Node, NodeState, NodeType
 from krill_crdt.runtime.config import DiscoveryConfig, HttpConfig, PeerConfig, PeerSection
 from krill_crdt.runtime.peer import Peer
 from krill_crdt.store import Store
+from tests.runtime.test_executor import Recorder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,3 +191,30 @@ async def test_static_peers_link_up_without_multicast(tmp_path: Path) -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_an_invoke_from_another_peer_runs_once_on_the_host(tmp_path: Path) -> None:
+    recorder = Recorder()
+    swarm = Swarm(tmp_path)
+
+    async def start(name: str) -> Peer:
+        peer = await Peer(swarm.config(name), processors=dict.fromkeys(NodeType, recorder)).start()
+        swarm.peers.append(peer)
+        return peer
+
+    a, b = await start("alpha"), await start("bravo")
+    try:
+        await a.create(Node.new(NodeType.Button, host=a.host, parent=a.host, id="press", meta={}))
+        await wait_for(lambda: linked([a, b]) and converged([a, b], hosts=2))
+
+        assert await b.invoke("press") is None  # routed to alpha, its host
+        await wait_for(lambda: recorder.runs["press"] == 1)
+        await asyncio.sleep(0.5)
+
+        assert recorder.runs["press"] == 1
+        assert a.metrics.value("krill_node_executions_total", type="Button") == 1
+        assert b.metrics.value("krill_node_executions_total", type="Button") == 0
+    finally:
+        for peer in (a, b):
+            await peer.stop()
+        swarm.peers.clear()
