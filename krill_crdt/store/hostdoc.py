@@ -648,10 +648,14 @@ class HostDoc:
         return self._parents
 
     def _on_transaction(self, event: TransactionEvent) -> None:
+        origin = self._origin
+        if not origin.is_local:
+            # Remote changes are what the node observer might not describe exactly (Yrs
+            # patches over gaps in a client's history): forget every decoded node.
+            self._cache.clear()
         if not self._update_listeners:
             return
         update = event.update
-        origin = self._origin
         for listener in self._update_listeners:
             try:
                 listener(update, origin)

@@ -13,7 +13,7 @@ import hashlib
 
 from ..errors import MalformedFrameError
 
-__all__ = ["DIGEST_SIZE", "doc_digest", "read_state_vector"]
+__all__ = ["DIGEST_SIZE", "doc_digest", "read_state_vector", "starts_after"]
 
 #: Bytes of a doc digest: 64 bits make an accidental match between two different replicas
 #: of one doc (the only comparison ever made) vanishingly unlikely.
@@ -122,3 +122,26 @@ def doc_digest(state_vector: bytes, delete_set_update: bytes) -> bytes:
             _put(canonical, start)
             _put(canonical, length)
     return hashlib.blake2b(canonical, digest_size=DIGEST_SIZE, person=_PERSON).digest()
+
+
+def starts_after(update: bytes, clocks: dict[int, int]) -> bool:
+    """Tell whether an update begins past what a replica holds of its first client.
+
+    A Yjs v1 update lists, per client, a run of structs and the clock of the first. If that
+    clock is beyond the replica's clock for the client, the update depends on structs the
+    replica lacks. Yrs would integrate it anyway and paper over the gap, which leaves the
+    doc's change events unreliable; the caller should fetch a full diff instead.
+
+    Only the first client section is read: finding the next would mean decoding every
+    struct. Updates made by one peer's transaction have a single section.
+
+    Raises:
+        MalformedFrameError: the update's header cannot be read.
+    """
+    sections, pos = _varint(update, 0)
+    if sections == 0:
+        return False
+    _structs, pos = _varint(update, pos)
+    client, pos = _varint(update, pos)
+    first_clock, pos = _varint(update, pos)
+    return first_clock > clocks.get(client, 0)

@@ -52,7 +52,7 @@ from .._core.dedup import ReplayWindow
 from ..errors import FrameError, NodeNotFoundError, UpdateRejectedError
 from ..metrics import Metrics
 from ..store.origin import Origin
-from .digest import doc_digest, read_state_vector
+from .digest import doc_digest, read_state_vector, starts_after
 from .link import PEER_ID_SIZE, Link, Send
 from .pacing import BeaconPacer, PacingOptions
 from .topology import Topology, decode_neighbours, encode_neighbours
@@ -240,7 +240,7 @@ class SyncEngine:
         self._warned: set[tuple[str, str]] = set()
         self._outbox: list[Send] = []
         self._events: list[Event] = []
-        self.stats: dict[str, int] = {"applied": 0, "relayed": 0, "resyncs": 0}
+        self.stats: dict[str, int] = {"applied": 0, "relayed": 0, "resyncs": 0, "gaps": 0}
 
     # --------------------------------------------------------------------------- output
 
@@ -402,6 +402,15 @@ class SyncEngine:
     # ------------------------------------------------------------------------- handlers
 
     def _on_update(self, frame: Frame, link: Link, now: float) -> None:
+        if self.follows(frame.doc) and self._has_gap(frame.doc, frame.payload):
+            # An earlier delta of this origin never arrived (or is still on its way): fetch
+            # everything missing in one diff rather than apply a delta with a hole before it.
+            sender = link.peer if link.peer is not None else frame.origin
+            self.stats["gaps"] += 1
+            log.debug("doc %s: delta from %s has a gap; asking for a diff", frame.doc, link)
+            self._ask(sender, frame.doc, now, link=link if link.peer is not None else None)
+            self._relay(frame, link)
+            return
         applied = self._apply(frame.doc, frame.payload, frame.origin, link, now)
         if not applied:
             return
@@ -472,6 +481,16 @@ class SyncEngine:
                     self._emit(other, frame, Kind.PRESENCE, relayed=True)
 
     # ------------------------------------------------------------------------- internals
+
+    def _has_gap(self, doc: str, update: bytes) -> bool:
+        try:
+            clocks = read_state_vector(self._docs.state_vector(doc))
+        except NodeNotFoundError:
+            clocks = {}
+        try:
+            return starts_after(update, clocks)
+        except FrameError:
+            return False  # let the apply refuse it, with the reason
 
     def _apply(self, doc: str, update: bytes, origin: bytes, link: Link, now: float) -> bool:
         if not self.follows(doc):

@@ -285,3 +285,23 @@ def test_a_restarted_peer_is_heard_again_not_taken_for_a_replay() -> None:
 
     assert a.metrics.value("krill_frames_rejected_total", transport="ws", reason="duplicate") == 0
     assert set(a.docs.hosts()) == {"b"}
+
+
+def test_a_delta_with_a_hole_before_it_is_replaced_by_a_full_diff() -> None:
+    net = Net()
+    a, b = net.add("a"), net.add("b")
+    net.link(a, b)
+    a.write_server()
+    net.pump()
+    b.host_doc("a")  # b holds the doc
+
+    net.drop = lambda send, to: send.kind == "update"
+    a.host_doc().create(project(a, "p1"))
+    net.pump()
+    net.drop = lambda send, to: False
+    a.host_doc().update("p1", {"name": "renamed"})
+    net.pump()
+
+    assert b.engine.stats["gaps"] == 1
+    assert b.host_doc("a").get("p1").name == "renamed"
+    assert a.content() == b.content()
