@@ -220,6 +220,13 @@ def run_case(
         Whatever a factory or batch raises, except ImportError from a factory, which marks that
         variant as not built.
     """
+    # A case that measures something other than throughput (a latency) times itself.
+    measure = getattr(case, "measure", None)
+    if callable(measure):
+        result = measure(budget_s, skip_compiled)
+        assert isinstance(result, CaseResult)
+        return result
+
     # Step 1: set both variants up (untimed), warm them and size their rounds.
     timers: dict[str, _Timer] = {}
     skipped: dict[str, str] = {}

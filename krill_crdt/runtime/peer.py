@@ -52,8 +52,11 @@ from ..transport.udp import MulticastOptions, UdpMulticastTransport
 from ..transport.ws import WsLinkTransport
 from ..transport.yws import YjsRooms
 from .config import PeerConfig
+from .devices import Devices
 from .executor import ChainExecutor, ChainResult
+from .hardware.gpio import open_backend
 from .processors.base import Processor
+from .processors.registry import make_registry
 
 __all__ = ["LOCAL_TRANSPORTS", "Peer"]
 
@@ -179,7 +182,9 @@ class Peer:
         self.url = ""
         self._executor: ChainExecutor | None = None
         #: The processor of each node type (custom ones may replace the built-in ones).
-        self._processors: dict[NodeType, Processor] = dict(processors or {})
+        self._processors: dict[NodeType, Processor] = {**make_registry(), **(processors or {})}
+        self._devices: Devices | None = None
+        self._http: aiohttp.ClientSession | None = None
         #: Shared services processors use by name (see ProcessorHost.resource).
         self.resources: dict[str, Any] = {}
 
@@ -248,6 +253,10 @@ class Peer:
         self._executor = ChainExecutor(
             own, _ProcessorHost(self), self._processors, metrics=self.metrics
         )
+        gpio = open_backend(cfg.gpio.backend)
+        self._http = aiohttp.ClientSession()
+        self._devices = Devices(own, gpio, self._processors, self.invoke)
+        self.resources.update(series=store.series, http=self._http, gpio=gpio, serial=self._devices)
         for doc in store.docs().values():
             self._watch(doc)
         store.on_new_doc(self._watch)
@@ -298,6 +307,7 @@ class Peer:
         for transport in self._transports.values():
             await transport.start(self._deliver)
         self._driver = asyncio.get_running_loop().create_task(self._drive())
+        await self._devices.start()
         for url in cfg.discovery.static_peers:
             self._spawn(self._dial_static(url))
         log.info("peer %s (%s) up at %s", self.host, self.id.hex()[:8], self.url)
@@ -317,6 +327,13 @@ class Peer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._devices is not None:
+            await self._devices.stop()
+            self._devices = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self.resources.clear()
         for transport in self._transports.values():
             await transport.stop()
         self._transports.clear()
