@@ -57,6 +57,7 @@ from .executor import ChainExecutor, ChainResult
 from .hardware.gpio import open_backend
 from .processors.base import Processor
 from .processors.registry import make_registry
+from .webhooks import webhook_routes
 
 __all__ = ["LOCAL_TRANSPORTS", "Peer"]
 
@@ -294,6 +295,7 @@ class Peer:
             invoke=self._invoke_over_http,
         )
         YjsRooms(store.doc, metrics=self.metrics).attach(app)
+        app.router.add_routes(webhook_routes(lambda: own, self.invoke))
         self._ws.attach(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
