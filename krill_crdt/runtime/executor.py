@@ -234,7 +234,8 @@ class ChainExecutor:
             log.exception("host doc %s: processor of node %s failed", self.doc.host, node_id)
             message = f"{type(exc).__name__}: {exc}"
         else:
-            if node_id in self.doc.errors:
+            # Clear a failure this node recorded before (its state says so: no map lookup).
+            if node.state is NodeState.ERROR:
                 self._mark(node_id, NodeState.NONE, None)
             return outcome
         self.metrics.processor_errors.labels(node.type.value).inc()
