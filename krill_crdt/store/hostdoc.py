@@ -76,6 +76,9 @@ log = logging.getLogger("krill.store")
 #: Name of the root map holding the nodes; part of the replication contract with Yjs clients.
 NODES_ROOT = "nodes"
 #: Name of the root map of tombstones: node id -> Unix time it was deleted.
+# NOTE: tombstones are never pruned, so the map grows by one small entry per deleted node.
+# NOTE: Pruning old ones is safe only once no peer can still hold a child created under the
+# NOTE: deleted node, which needs a bound on how long a peer may stay cut off.
 TOMBSTONES_ROOT = "deleted"
 #: Name of the root map of processor errors: node id -> the message of its last failure.
 ERRORS_ROOT = "errors"

@@ -245,6 +245,8 @@ class SyncEngine:
     # --------------------------------------------------------------------------- output
 
     def drain(self) -> tuple[list[Send], list[Event]]:
+        # Frames are counted as sent by the transports, when they really go out; the engine
+        # counts what it receives and accepts, and what it rejects.
         """Return and clear everything to send and every event since the last drain."""
         sends, self._outbox = self._outbox, []
         events, self._events = self._events, []
@@ -320,7 +322,6 @@ class SyncEngine:
         ]
         for link in targets:
             self._outbox.append(Send(link, data, "invoke", doc))
-            self.metrics.sent(link.transport, "invoke")
 
     def resync(self, now: float) -> None:
         """Compare digests with every peer soon: after a reconnect, frames may have been missed.
@@ -524,7 +525,6 @@ class SyncEngine:
         sent_p2p = False
         for link in sorted(self._links, key=str):
             self._outbox.append(Send(link, data, "update", doc))
-            self.metrics.sent(link.transport, "update")
             sent_p2p = True
         for name, broadcast in self.transports.items():
             if not broadcast:
@@ -532,7 +532,6 @@ class SyncEngine:
             if name == "udp" and (len(data) > DATAGRAM_BUDGET or not self._needs_udp()):
                 continue
             self._outbox.append(Send(Link(name), data, "update", doc))
-            self.metrics.sent(name, "update")
         if not sent_p2p:
             log.debug("doc %s: update seq %d has no point-to-point link to go on", doc, self._seq)
 
@@ -551,7 +550,6 @@ class SyncEngine:
         targets = [Link(name) for name in broadcast] or sorted(self._links, key=str)
         for link in targets:
             self._outbox.append(Send(link, data, "beacon"))
-            self.metrics.sent(link.transport, "beacon")
         self._pacer.sent(now)
 
     def _announce_links(self, now: float) -> None:
@@ -564,7 +562,6 @@ class SyncEngine:
         ]
         for link in targets:
             self._outbox.append(Send(link, data, "presence"))
-            self.metrics.sent(link.transport, "presence")
 
     def _neighbour_payload(self) -> bytes:
         return encode_neighbours(lk.peer for lk in self._links if lk.peer is not None)
@@ -601,7 +598,6 @@ class SyncEngine:
             return
         data = self._encode(kind, doc, payload, now, flags=flags)
         self._outbox.append(Send(link, data, kind.name.lower(), doc))
-        self.metrics.sent(link.transport, kind.name.lower())
 
     def _route(self, peer: bytes) -> Link | None:
         for link in self._links:
@@ -615,7 +611,6 @@ class SyncEngine:
     def _emit(self, link: Link, frame: Frame, kind: Kind, *, relayed: bool) -> None:
         data = frame.encode(self._key) if not relayed else self._reencode(frame)
         self._outbox.append(Send(link, data, kind.name.lower(), frame.doc))
-        self.metrics.sent(link.transport, kind.name.lower())
 
     def _reencode(self, frame: Frame) -> bytes:
         # A relayed frame keeps its origin and sequence number, so every peer's replay

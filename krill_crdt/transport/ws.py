@@ -619,7 +619,7 @@ class WsLinkTransport:
         while True:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
-                self.metrics.received(self.name, "frame")
+                # Counted as received by the engine, once decoded and accepted.
                 if deliver is not None:
                     try:
                         deliver(msg.data, link)

@@ -110,6 +110,7 @@ async def test_concurrent_edits_of_one_node_converge_and_then_traffic_stops(swar
     await a.create(project(a, "shared"))
     await wait_for(lambda: linked([a, b]) and converged([a, b], hosts=2))
 
+    at_start = frames([a, b], "krill_frames_sent_total", "ws", "update")
     for round_ in range(20):
         await asyncio.gather(
             a.update("shared", {"name": f"alpha {round_}"}),
@@ -121,6 +122,7 @@ async def test_concurrent_edits_of_one_node_converge_and_then_traffic_stops(swar
     before = frames([a, b], "krill_frames_sent_total", "ws", "update")
     await asyncio.sleep(2 * 1.0 + 0.5)
     after = frames([a, b], "krill_frames_sent_total", "ws", "update")
+    print(f"update frames for 40 concurrent writes: {before - at_start:.0f}; then quiet")
     assert after == before
     assert contents([a, b])[0] == contents([a, b])[1]
 
@@ -144,6 +146,7 @@ async def test_one_update_among_five_peers_arrives_at_most_once_per_transport(
     for p in peers[1:]:
         for t in ("ws", "udp"):
             got = p.metrics.value("krill_frames_received_total", transport=t, kind="update")
+            print(f"{p.host} received {got - before[(p.host, t)]:.0f} over {t}")
             assert got - before[(p.host, t)] <= 1, (p.host, t)
 
 
