@@ -1,4 +1,4 @@
-"""Incoming webhooks on the host: token checked, JSON body starts the chain, bad bodies refused."""
+"""Triggers on the host: incoming webhooks (token, JSON body, bad calls) and timers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import aiohttp
 
 from krill_crdt.model import Node, NodeState, NodeType
 from krill_crdt.runtime.processors import hash_token
-from tests.runtime.test_swarm import Swarm
+from tests.runtime.test_swarm import Swarm, wait_for
 
 
 async def test_a_webhook_call_runs_the_chain_and_bad_calls_are_refused(tmp_path: Path) -> None:
@@ -45,6 +45,28 @@ async def test_a_webhook_call_runs_the_chain_and_bad_calls_are_refused(tmp_path:
         assert peer.get("doorbell").state is NodeState.WARN
         assert "not valid JSON" in peer.store.doc(peer.host).errors["doorbell"]
         assert peer.metrics.value("krill_node_executions_total", type="IncomingWebHook") == 1
+    finally:
+        await peer.stop()
+        swarm.peers.clear()
+
+
+async def test_a_timer_on_the_host_fires_on_its_own(tmp_path: Path) -> None:
+    swarm = Swarm(tmp_path)
+    peer = await swarm.start("timed")
+    try:
+        await peer.create(
+            Node.new(
+                NodeType.Timer,
+                host=peer.host,
+                parent=peer.host,
+                id="tick",
+                meta={"interval_ms": 200},
+            )
+        )
+        await wait_for(
+            lambda: peer.metrics.value("krill_node_executions_total", type="Timer") >= 3,
+            timeout=5,
+        )
     finally:
         await peer.stop()
         swarm.peers.clear()
