@@ -8,16 +8,15 @@ variants as not run, with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from ._child import stop_child, wait_listening
 
 __all__ = ["BenchBroker", "BrokerUnavailableError", "find_broker"]
 
@@ -112,31 +111,22 @@ class BenchBroker:
                 stderr=log,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                text = log_file.read_text(errors="replace")
-                self.stop()
-                raise BrokerUnavailableError(f"mosquitto exited on port {self.port}: {text}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((HOST, self.port), timeout=0.5),
-            ):
-                return self
-            time.sleep(0.01)
+        failure = wait_listening(
+            self._process,
+            HOST,
+            self.port,
+            START_TIMEOUT,
+            exited=lambda: "mosquitto exited: " + log_file.read_text(errors="replace"),
+        )
+        if failure is None:
+            return self
         self.stop()
-        raise BrokerUnavailableError(f"mosquitto did not listen on port {self.port} in time")
+        raise BrokerUnavailableError(f"mosquitto on port {self.port}: {failure}")
 
     def stop(self) -> None:
         """Stop the broker and remove its directory. Idempotent."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT)
+        stop_child(process, STOP_TIMEOUT)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

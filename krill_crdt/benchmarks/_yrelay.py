@@ -17,15 +17,15 @@ Missing optional packages (pycrdt-websocket, Hypercorn) surface as ImportError f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import aiohttp
+
+from ._child import stop_child, wait_listening
 
 __all__ = ["AiohttpChannel", "RelayProcess", "main"]
 
@@ -85,34 +85,26 @@ class RelayProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                assert self._process.stderr is not None
-                error = self._process.stderr.read().decode(errors="replace")[-2000:]
-                self._process = None
-                raise ImportError(f"the relay server exited: {error}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((HOST, self.port), timeout=0.5),
-            ):
-                return self
-            time.sleep(0.02)
+        process = self._process
+
+        def exited() -> str:
+            assert process.stderr is not None
+            return (
+                "the relay server exited: " + process.stderr.read().decode(errors="replace")[-2000:]
+            )
+
+        failure = wait_listening(process, HOST, self.port, START_TIMEOUT, exited=exited)
+        if failure is None:
+            return self
         self.stop()
-        raise ImportError(f"the relay server did not listen on port {self.port} in time")
+        raise ImportError(f"relay server on port {self.port}: {failure}")
 
     def stop(self) -> None:
         """Stop the child (SIGTERM, then SIGKILL). Idempotent."""
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT)
+        stop_child(process, STOP_TIMEOUT)
         if process.stderr is not None:
             process.stderr.close()
 
