@@ -39,6 +39,8 @@ system_packages() {
     # The interop tests run stock Yjs clients (npm yjs, y-websocket) under Node.js.
     command -v node >/dev/null || want+=(nodejs)
     command -v npm >/dev/null || want+=(npm)
+    # The dashboard test drives Debian's Chromium, headless (never a downloaded browser).
+    [ -x /usr/bin/chromium ] || want+=(chromium)
     if [ ${#want[@]} -gt 0 ]; then
         apt_install "${want[@]}"
     fi

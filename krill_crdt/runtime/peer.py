@@ -46,6 +46,7 @@ from ..sync.engine import (
 )
 from ..sync.link import Link, Send
 from ..transport.base import Transport
+from ..transport.dashboard import attach_dashboard
 from ..transport.http import PeerInfo, build_app
 from ..transport.mqtt import MqttOptions, MqttTransport
 from ..transport.udp import MulticastOptions, UdpMulticastTransport
@@ -295,6 +296,7 @@ class Peer:
             invoke=self._invoke_over_http,
         )
         YjsRooms(store.doc, metrics=self.metrics).attach(app)
+        attach_dashboard(app)
         app.router.add_routes(webhook_routes(lambda: own, self.invoke))
         self._ws.attach(app)
         self._runner = web.AppRunner(app, access_log=None)
