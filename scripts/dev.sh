@@ -2,8 +2,9 @@
 # Set-up and entry points for a fresh Debian machine with Python and gcc (run as root there,
 # or as any user where the system packages below are already present).
 #
-#   scripts/dev.sh demo    set everything up, then run the main job on embedded defaults
+#   scripts/dev.sh serve   set everything up, then run the daemon on embedded defaults
 #   scripts/dev.sh test    set everything up, then lint, type-check and run the whole suite
+#   scripts/dev.sh demo    set up, then write a demo project into ./.krill and print it
 #   scripts/dev.sh setup   only set up (virtualenv in .venv, compiled hot path)
 #   scripts/dev.sh bench   set up, then print the side-by-side microbenchmarks
 set -euo pipefail
@@ -82,9 +83,10 @@ cmd=${1:-test}
 shift || true
 case "$cmd" in
     setup) setup ;;
+    serve) setup; exec "$VENV/bin/krill" serve "$@" ;;
     demo) setup; exec "$VENV/bin/krill" demo "$@" ;;
     test) setup; run_tests "$@" ;;
     lint) setup; lint ;;
     bench) setup; exec "$VENV/bin/krill" bench "$@" ;;
-    *) echo "usage: scripts/dev.sh setup|demo|test|lint|bench" >&2; exit 2 ;;
+    *) echo "usage: scripts/dev.sh setup|serve|demo|test|lint|bench" >&2; exit 2 ;;
 esac
