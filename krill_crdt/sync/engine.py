@@ -415,6 +415,14 @@ class SyncEngine:
         applied = self._apply(frame.doc, frame.payload, frame.origin, link, now)
         if not applied:
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "doc %s: delta origin %s seq %d applied, via %s",
+                frame.doc,
+                frame.origin.hex()[:8],
+                frame.seq,
+                link,
+            )
         if frame.ts_ms:
             self.metrics.propagation.observe(max(0.0, now - frame.ts_ms / 1000))
         self._relay(frame, link)
@@ -522,6 +530,15 @@ class SyncEngine:
 
     def _originate(self, doc: str, update: bytes, now: float) -> None:
         data = self._encode(Kind.UPDATE, doc, update, now)
+        if log.isEnabledFor(logging.DEBUG):
+            # Origin and sequence number follow one delta across every peer's log.
+            log.debug(
+                "doc %s: delta origin %s seq %d (%d bytes) sent",
+                doc,
+                self.peer_id.hex()[:8],
+                self._seq,
+                len(update),
+            )
         sent_p2p = False
         for link in sorted(self._links, key=str):
             self._outbox.append(Send(link, data, "update", doc))
