@@ -41,6 +41,10 @@ Invoke = Callable[[str, Any], Awaitable[Any]]
 
 _WATCHED = frozenset({NodeType.Pin, NodeType.SerialDevice, NodeType.Timer, NodeType.CronTimer})
 
+#: Seconds a stop waits for device tasks and serial links to finish: stopping must stay well
+#: inside the 5 s a service manager gives a daemon between SIGTERM and SIGKILL.
+STOP_WAIT = 1.5
+
 #: A schedule never sleeps longer than this before looking again, so a clock step (NTP
 #: correcting a Pi that booted without a real-time clock) delays a timer by at most a minute.
 MAX_SLEEP = 60.0
@@ -74,6 +78,7 @@ class Devices:
         self._stream: ChangeStream | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         """Set up every node already in the doc, then follow the doc's changes."""
@@ -84,19 +89,22 @@ class Devices:
 
     async def stop(self) -> None:
         """Stop timers, close serial links, put every pin to its shutdown level."""
+        self._stopping = True
         if self._stream is not None:
             self._stream.close()
-        for task in [self._watcher, *self._timers.values(), *self._tasks]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(
-            *[t for t in [self._watcher, *self._timers.values(), *self._tasks] if t],
-            return_exceptions=True,
-        )
+        tasks = [t for t in [self._watcher, *self._timers.values(), *self._tasks] if t]
+        for task in tasks:
+            task.cancel()
+        # NOTE: a task cancelled while it closes a serial link can swallow the cancellation
+        # NOTE: (the link's close waits for its own reader); the wait is bounded so a stop
+        # NOTE: never hangs on it, and the links are closed below in any case.
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
         self._timers.clear()
-        for link in self._links.values():
-            await link.close()
-        self._links.clear()
+        links, self._links = list(self._links.values()), {}
+        if links:
+            closing = [asyncio.ensure_future(link.close()) for link in links]
+            await asyncio.wait(closing, timeout=STOP_WAIT)
         self.gpio.close()
 
     async def send(self, node_id: str, text: str) -> None:
@@ -112,10 +120,14 @@ class Devices:
 
     async def _follow(self, stream: ChangeStream) -> None:
         async for change in stream:
+            if self._stopping:
+                return
             if change.host == self.doc.host:
                 await self._sync(change.node_id)
 
     async def _sync(self, node_id: str) -> None:
+        if self._stopping:
+            return
         node = self.doc.find(node_id) if node_id in self.doc else None
         previous = self._seen.get(node_id)
         if node is not None and node.type not in _WATCHED:
