@@ -582,6 +582,9 @@ class Peer:
             engine.tick(now)
             engine.flush(now)
             self._dispatch()
+            if self._store is not None:
+                # One log file holds every host doc; its size is reported under doc="*".
+                self.metrics.store_bytes.labels("*").set(self._store.log.file_bytes())
             wait = max(0.0, min(engine.next_deadline() - time.time(), 1.0))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

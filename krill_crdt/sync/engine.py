@@ -340,6 +340,8 @@ class SyncEngine:
             self._topology.forget(peer)
             self._events.append(PeerLost(peer))
             log.info("peer %s is offline (silent for %.0f s)", peer.hex()[:8], ttl)
+        self.metrics.peers.labels("online").set(len(self._peers))
+        self.metrics.peers.labels("linked").set(len(self._links))
         if self._pacer.due(now):
             self._beacon(now)
 
