@@ -551,9 +551,7 @@ class HostDoc:
 
         # Step 1: break parent cycles deterministically (smallest id on the cycle moves).
         ids = sorted(parents)
-        position = {node_id: i for i, node_id in enumerate(ids)}
-        links = array("i", (position.get(parents[i] or "", -1) for i in ids))
-        cycles = graph.parent_cycles(links)
+        cycles = graph.parent_cycles(_parent_array(ids, parents)[1])
         if cycles:
             roots = sorted(i for i in ids if parents[i] is None)
             with self._transaction(SWEEP):
@@ -715,6 +713,14 @@ _ALL_FIELDS = frozenset({"id", "parent", "host", "type", "name", "state", "meta"
 def _subtree(parents: Mapping[str, str | None], root: str) -> list[str]:
     """Ids of ``root`` and everything below it, breadth first, via the hot-path graph walk."""
     ids = list(parents)
-    position = {node_id: i for i, node_id in enumerate(ids)}
-    links = array("i", (position.get(parents[i] or "", -1) for i in ids))
+    position, links = _parent_array(ids, parents)
     return [ids[i] for i in graph.subtree(links, position[root])]
+
+
+def _parent_array(
+    ids: list[str], parents: Mapping[str, str | None]
+) -> tuple[dict[str, int], array[int]]:
+    """Index the nodes as ``ids`` orders them; return that index and the hot path's parent
+    array (-1 for a root, or for a parent that is not in this doc)."""
+    position = {node_id: i for i, node_id in enumerate(ids)}
+    return position, array("i", (position.get(parents[i] or "", -1) for i in ids))

@@ -314,14 +314,7 @@ class SyncEngine:
 
         Every transport may deliver it; the replay window makes the host act on it once.
         """
-        data = self._encode(Kind.INVOKE, doc, payload, now)
-        targets = sorted(self._links, key=str) + [
-            Link(name)
-            for name, broadcast in self.transports.items()
-            if broadcast and (name != "udp" or len(data) <= DATAGRAM_BUDGET)
-        ]
-        for link in targets:
-            self._outbox.append(Send(link, data, "invoke", doc))
+        self._everywhere(self._encode(Kind.INVOKE, doc, payload, now), "invoke", doc)
 
     def resync(self, now: float) -> None:
         """Compare digests with every peer soon: after a reconnect, frames may have been missed.
@@ -572,18 +565,27 @@ class SyncEngine:
         self._pacer.sent(now)
 
     def _announce_links(self, now: float) -> None:
-        neighbours = frozenset(lk.peer for lk in self._links if lk.peer is not None)
-        if not self._topology.announce(self.peer_id, neighbours):
+        if not self._topology.announce(self.peer_id, self._neighbours()):
             return
-        data = self._encode(Kind.PRESENCE, "", encode_neighbours(neighbours), now)
+        data = self._encode(Kind.PRESENCE, "", self._neighbour_payload(), now)
+        self._everywhere(data, "presence", "")
+
+    def _everywhere(self, data: bytes, kind: str, doc: str) -> None:
+        """Send a frame on every peer link and every broadcast transport (multicast only
+        when it fits one datagram)."""
         targets = sorted(self._links, key=str) + [
-            Link(name) for name, broadcast in self.transports.items() if broadcast
+            Link(name)
+            for name, broadcast in self.transports.items()
+            if broadcast and (name != "udp" or len(data) <= DATAGRAM_BUDGET)
         ]
         for link in targets:
-            self._outbox.append(Send(link, data, "presence"))
+            self._outbox.append(Send(link, data, kind, doc))
+
+    def _neighbours(self) -> frozenset[bytes]:
+        return frozenset(lk.peer for lk in self._links if lk.peer is not None)
 
     def _neighbour_payload(self) -> bytes:
-        return encode_neighbours(lk.peer for lk in self._links if lk.peer is not None)
+        return encode_neighbours(self._neighbours())
 
     def _ask(
         self, peer: bytes, doc: str, now: float, *, link: Link | None = None, force: bool = False
