@@ -7,6 +7,7 @@ where one fits, so code written against the built-ins keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "BadMacError",
     "ChainCycleError",
     "ChainDepthError",
@@ -98,6 +99,10 @@ class StoreClosedError(StoreError):
 
 class UpdateRejectedError(KrillError, ValueError):
     """A CRDT update could not be decoded or applied; the doc is left exactly as it was."""
+
+
+class AccessDeniedError(KrillError, PermissionError):
+    """The access lists do not let this peer, peer id or token read or write a host doc."""
 
 
 class ChangeStreamOverflowError(KrillError):

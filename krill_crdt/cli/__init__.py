@@ -15,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Subcommand modules, in the order ``krill --help`` lists them.
-SUBCOMMANDS = ("serve", "init", "demo", "nodes", "bench", "sim")
+SUBCOMMANDS = ("serve", "init", "keygen", "demo", "nodes", "bench", "sim")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,8 @@
 
 Without ``--lan`` the file holds the embedded defaults, every key under its comment. With
 ``--lan`` it is set up for a LAN deployment (listen on every interface, multicast on a LAN
-address the user fills in) and a fresh swarm key is written next to it (32 random bytes,
-mode 0600; an existing key is kept, as replacing it would cut the peer off from its swarm).
+address the user fills in) and a fresh swarm key is written next to it (32 random bytes as
+hex, mode 0600; an existing key is kept, as replacing it would cut the peer off from its swarm).
 """
 
 from __future__ import annotations

@@ -43,6 +43,11 @@ KEY_HELP: dict[str, str] = {
     "http.token_file": 'File holding the token clients must present; "" for none.',
     "http.tls_cert": 'PEM certificate for HTTPS; set together with tls_key. "" for plain HTTP.',
     "http.tls_key": 'PEM private key for HTTPS; set together with tls_cert. "" for plain HTTP.',
+    "http.allowed_origins": (
+        "Other web origins (https://host:port) whose pages may call this API from a browser; "
+        "the dashboard's own origin is always allowed."
+    ),
+    "http.tls_ca": 'CA certificate (PEM) to verify https peers with; "" for the system CAs.',
     "discovery.multicast": "Send and listen for multicast beacons to find peers.",
     "discovery.group": "Multicast group of the beacons.",
     "discovery.port": "UDP port of the beacons; every peer of the swarm uses the same one.",
@@ -64,6 +69,12 @@ KEY_HELP: dict[str, str] = {
     ),
     "log.level": "debug, info, warning or error.",
     "log.format": '"text" for people, "json" for one JSON object per line.',
+    "access.read": (
+        'Who may read host docs: peer ids (hex, from /health), "token:NAME" for a token of '
+        'http.token_file, "*" for everyone; "DOC=WHO" for one host doc only.'
+    ),
+    "access.write": 'Who may write host docs (and so read them), as for read: ["*"] or '
+    '["greenhouse=token:admin", "shed=*"].',
 }
 
 
@@ -192,7 +203,8 @@ def write_swarm_key(path: Path) -> bool:
     except FileExistsError:
         return False
     with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(SWARM_KEY_BYTES))
+        # Hex text: it survives copying between machines, editors and terminals intact.
+        handle.write(secrets.token_bytes(SWARM_KEY_BYTES).hex().encode() + b"\n")
     # The umask can only remove bits; this makes 0600 hold even under an odd umask.
     os.chmod(path, 0o600)
     return True

@@ -9,6 +9,7 @@ the loopback interface only, simulated GPIO, no MQTT.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from ..errors import ValidationError
 from ..model import check_host_id
 
 __all__ = [
+    "EVERYONE",
+    "AccessConfig",
     "DiscoveryConfig",
     "GpioConfig",
     "HttpConfig",
@@ -87,11 +90,22 @@ class HttpConfig:
     token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Origins (``https://ops.example:443``) besides the peer's own whose pages may call the
+    #: API from a browser. Requests from any other origin are refused.
+    allowed_origins: tuple[str, ...] = ()
+    #: CA certificate (PEM) that peer links dialing ``https`` peers verify them with; the
+    #: system's CAs when unset.
+    tls_ca: Path | None = None
 
     def __post_init__(self) -> None:
         split_listen(self.listen)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValidationError("http.tls_cert", "and http.tls_key must be set together")
+        for origin in self.allowed_origins:
+            if not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValidationError(
+                    "http.allowed_origins", "must be origins like https://host[:port]", origin
+                )
 
     @property
     def host(self) -> str:
@@ -179,6 +193,48 @@ class LogConfig:
             raise ValidationError("log.format", 'must be "text" or "json"', self.format)
 
 
+#: In an ``[access]`` entry: everyone (every member of the swarm and every valid token).
+EVERYONE = "*"
+#: A peer id in an ``[access]`` entry: 16 bytes in lowercase hex, as ``GET /health`` shows.
+PEER_ID_PATTERN = r"[0-9a-f]{32}"
+#: A token's name in ``http.token_file`` and in ``token:NAME`` entries.
+TOKEN_NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+
+
+def _check_access_entry(key: str, entry: str) -> None:
+    doc, sep, who = entry.rpartition("=")
+    if sep:
+        check_host_id(key, doc)
+    if who == EVERYONE or re.fullmatch(PEER_ID_PATTERN, who.lower()):
+        return
+    if who.startswith("token:") and re.fullmatch(TOKEN_NAME_PATTERN, who[6:]):
+        return
+    raise ValidationError(
+        key,
+        "entries must be WHO or DOC=WHO, WHO a peer id (32 hex digits), token:NAME or *",
+        entry,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """``[access]``: who may read and who may write each host doc.
+
+    Entries are ``WHO`` (every doc) or ``DOC=WHO`` (one host doc); ``WHO`` is a peer id, a
+    token's ``token:NAME`` or ``*``. Whoever may write may also read. See
+    :mod:`krill_crdt.runtime.access` for how they are applied.
+    """
+
+    read: tuple[str, ...] = (EVERYONE,)
+    write: tuple[str, ...] = (EVERYONE,)
+
+    def __post_init__(self) -> None:
+        for entry in self.read:
+            _check_access_entry("access.read", entry)
+        for entry in self.write:
+            _check_access_entry("access.write", entry)
+
+
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
     """The whole configuration of one peer."""
@@ -189,3 +245,4 @@ class PeerConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import secrets
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +32,7 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
-from ..errors import KrillError, StoreClosedError, ValidationError
+from ..errors import AccessDeniedError, KrillError, StoreClosedError, ValidationError
 from ..metrics import Metrics
 from ..model import Node, NodeType
 from ..store import HostDoc, Origin, Store
@@ -47,11 +49,12 @@ from ..sync.engine import (
 from ..sync.link import Link, Send
 from ..transport.base import Transport
 from ..transport.dashboard import attach_dashboard
-from ..transport.http import PeerInfo, build_app
+from ..transport.http import Access, PeerInfo, build_app
 from ..transport.mqtt import MqttOptions, MqttTransport
 from ..transport.udp import MulticastOptions, UdpMulticastTransport
 from ..transport.ws import WsLinkTransport
 from ..transport.yws import YjsRooms
+from .access import AccessPolicy, Tokens, check_secret_file, read_secret, token_of
 from .config import PeerConfig
 from .devices import Devices
 from .executor import ChainExecutor, ChainResult
@@ -120,13 +123,77 @@ def _mqtt_options(cfg: PeerConfig) -> MqttOptions:
     assert mqtt.url is not None
     password = None
     if mqtt.password_file is not None:
-        password = mqtt.password_file.read_text().strip()
+        password = read_secret(mqtt.password_file, "mqtt.password_file", "MQTT password file")
     return MqttOptions(
         url=mqtt.url,
         username=mqtt.username,
         password=password,
         tls_ca=str(mqtt.tls_ca) if mqtt.tls_ca is not None else None,
     )
+
+
+def _read_key(path: Path) -> bytes:
+    """Read a swarm key file: 64 hex digits (as ``krill keygen`` writes) or 32 raw bytes.
+
+    Raises:
+        ValidationError: unreadable or neither form; the message never shows the key.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(
+            "peer.swarm_key_file", f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    text = data.strip()
+    if len(text) == 64:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(text.decode("ascii", "replace"))
+    if len(data) == 32:
+        return data
+    raise ValidationError(
+        "peer.swarm_key_file",
+        f"{path} must hold 64 hex digits (krill keygen writes one) or 32 raw bytes",
+    )
+
+
+def _tls_contexts(cfg: PeerConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The server's TLS context (None for plain HTTP) and the one links verify peers with.
+
+    Raises:
+        ValidationError: a certificate, key or CA file cannot be loaded (named by its key).
+    """
+    http = cfg.http
+    server = None
+    if http.tls_cert is not None and http.tls_key is not None:
+        check_secret_file(http.tls_key, "TLS key file")
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            server.load_cert_chain(http.tls_cert, http.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValidationError(
+                "http.tls_cert", f"cannot load {http.tls_cert} with its key: {exc}"
+            ) from None
+    client = None
+    if http.tls_ca is not None:
+        try:
+            client = ssl.create_default_context(cafile=str(http.tls_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValidationError("http.tls_ca", f"cannot load {http.tls_ca}: {exc}") from None
+    return server, client
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+#: Routes open without a token: the health check, the dashboard's files (it asks for a token
+#: itself), the peer link (its hello is MAC'd with the swarm key), webhooks (each node has its
+#: own token) and ``/ws/{doc}`` (checked per doc by the rooms, which close with 4401).
+_OPEN_PREFIXES = ("/ws/", "/hooks/", "/static/")
+_OPEN_PATHS = frozenset({"/health", "/", "/index.html", "/favicon.ico"})
 
 
 class _ProcessorHost:
@@ -182,6 +249,9 @@ class Peer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.id = b""
         self.url = ""
+        #: Who may read and write which host doc (``[access]``, ``http.token_file``).
+        self.access = AccessPolicy(self.config.access, own_peer=b"")
+        self._client_tls: ssl.SSLContext | None = None
         self._executor: ChainExecutor | None = None
         #: The processor of each node type (custom ones may replace the built-in ones).
         self._processors: dict[NodeType, Processor] = {**make_registry(), **(processors or {})}
@@ -214,13 +284,9 @@ class Peer:
         data_dir.mkdir(parents=True, exist_ok=True)
 
         # Step 1: identity and secrets.
-        self.id = _read_or_create(data_dir / PEER_ID_FILE, 16)
-        key_path = cfg.peer.swarm_key_file or data_dir / SWARM_KEY_FILE
-        key = (
-            _read_or_create(key_path, 32)
-            if cfg.peer.swarm_key_file is None
-            else key_path.read_bytes().strip()
-        )
+        key = self._open_secrets(data_dir)
+        server_tls, client_tls = _tls_contexts(cfg)
+        self._client_tls = client_tls
 
         run = _next_run(data_dir / RUN_FILE)
 
@@ -251,6 +317,7 @@ class Peer:
             metrics=self.metrics,
             first_seq=run_seq_base(run),
             served=(self.host,),
+            authorize=self.access.peer_may,
         )
         self._executor = ChainExecutor(
             own, _ProcessorHost(self), self._processors, metrics=self.metrics
@@ -265,10 +332,11 @@ class Peer:
 
         self._ws = WsLinkTransport(
             self.id,
-            hello=lambda: engine.hello(time.time()),
+            hello=lambda challenge: engine.hello(time.time(), challenge),
             identify=engine.identify,
             metrics=self.metrics,
             on_link=self._on_link,
+            ssl_context=client_tls,
         )
         self._transports["ws"] = self._ws
         if cfg.discovery.multicast:
@@ -288,24 +356,7 @@ class Peer:
             )
 
         # Step 4: the HTTP server: REST API, /sync, /ws rooms, peer links.
-        app = build_app(
-            store,
-            info=self._info,
-            metrics=self.metrics,
-            own_host=self.host,
-            invoke=self._invoke_over_http,
-        )
-        YjsRooms(store.doc, metrics=self.metrics).attach(app)
-        attach_dashboard(app)
-        app.router.add_routes(webhook_routes(lambda: own, self.invoke))
-        self._ws.attach(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
-        await site.start()
-        port = self._bound_port() or cfg.http.port
-        advertised = cfg.discovery.interface if cfg.http.host in ("0.0.0.0", "") else cfg.http.host
-        self.url = f"http://{advertised}:{port}"
+        await self._serve_http(store, own, server_tls)
         engine.endpoints = (self.url,)
 
         for transport in self._transports.values():
@@ -315,6 +366,59 @@ class Peer:
         for url in cfg.discovery.static_peers:
             self._spawn(self._dial_static(url))
         log.info("peer %s (%s) up at %s", self.host, self.id.hex()[:8], self.url)
+
+    async def _serve_http(
+        self, store: Store, own: HostDoc, server_tls: ssl.SSLContext | None
+    ) -> None:
+        """Mount every route on one application and start serving it; set :attr:`url`."""
+        cfg = self.config
+        access = self.access
+        assert self._ws is not None
+        app = build_app(
+            store,
+            info=self._info,
+            metrics=self.metrics,
+            own_host=self.host,
+            invoke=self._invoke_over_http,
+            authorize=self._authorize_request,
+            authorize_doc=self._authorize_doc,
+            allowed_origins=cfg.http.allowed_origins,
+            loopback_only=_is_loopback(cfg.http.host),
+        )
+        YjsRooms(
+            store.doc,
+            metrics=self.metrics,
+            authorize=lambda doc, token, write: (
+                access.token_verdict(token, doc, write) is Access.ALLOW
+            ),
+        ).attach(app)
+        attach_dashboard(app)
+        app.router.add_routes(webhook_routes(lambda: own, self.invoke))
+        self._ws.attach(app)
+        # Idle keep-alive connections are closed after 15 s rather than aiohttp's 75.
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port, ssl_context=server_tls)
+        await site.start()
+        port = self._bound_port() or cfg.http.port
+        advertised = cfg.discovery.interface if cfg.http.host in ("0.0.0.0", "") else cfg.http.host
+        scheme = "https" if server_tls is not None else "http"
+        self.url = f"{scheme}://{advertised}:{port}"
+
+    def _open_secrets(self, data_dir: Path) -> bytes:
+        """Read (or make) the peer id and swarm key, load the tokens; return the swarm key."""
+        cfg = self.config
+        self.id = _read_or_create(data_dir / PEER_ID_FILE, 16)
+        key_path = cfg.peer.swarm_key_file or data_dir / SWARM_KEY_FILE
+        check_secret_file(key_path, "swarm key file")
+        key = (
+            _read_or_create(key_path, 32)
+            if cfg.peer.swarm_key_file is None
+            else _read_key(key_path)
+        )
+        tokens = Tokens.load(cfg.http.token_file) if cfg.http.token_file is not None else None
+        self.access = AccessPolicy(cfg.access, own_peer=self.id, tokens=tokens)
+        return key
 
     async def stop(self) -> None:
         """Leave the swarm and close everything; idempotent."""
@@ -375,16 +479,42 @@ class Peer:
         return self._engine
 
     async def create(self, node: Node) -> Node:
-        """Create a node (durably) and send it to the swarm."""
-        return await self.store.create(node)
+        """Create a node (durably) and send it to the swarm.
+
+        Raises:
+            AccessDeniedError: the access lists do not let this peer write the node's host doc.
+        """
+        store = self.store
+        self._check_write(node.host)
+        return await store.create(node)
 
     async def update(self, node_id: str, changes: Mapping[str, Any]) -> Node:
-        """Partially update a node wherever it lives (durably) and send the change."""
-        return await self.store.update(node_id, changes)
+        """Partially update a node wherever it lives (durably) and send the change.
+
+        Raises:
+            AccessDeniedError: the access lists do not let this peer write the node's host doc.
+        """
+        store = self.store
+        self._check_write(store.host_of(node_id))
+        return await store.update(node_id, changes)
 
     async def delete(self, node_id: str) -> list[str]:
-        """Delete a node and its subtree; return the removed ids."""
-        return await self.store.delete(node_id)
+        """Delete a node and its subtree; return the removed ids.
+
+        Raises:
+            AccessDeniedError: the access lists do not let this peer write the node's host doc.
+        """
+        store = self.store
+        self._check_write(store.host_of(node_id))
+        return await store.delete(node_id)
+
+    def _check_write(self, doc: str) -> None:
+        # The swarm would refuse the write from this peer; making it here would leave this
+        # peer's copy of the doc different from everyone else's for good.
+        if not self.access.self_may(doc, True):
+            raise AccessDeniedError(
+                f"host doc {doc!r}: this peer ({self.id.hex()}) may only read it ([access] write)"
+            )
 
     def get(self, node_id: str) -> Node:
         """Return a node from whichever followed host doc holds it."""
@@ -560,8 +690,9 @@ class Peer:
         delay = 1.0
         while self._running:
             try:
+                connector = aiohttp.TCPConnector(ssl=self._client_tls or True)
                 async with (
-                    aiohttp.ClientSession(timeout=timeout) as session,
+                    aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
                     session.get(f"{url.rstrip('/')}/health") as response,
                 ):
                     info = await response.json()
@@ -604,6 +735,21 @@ class Peer:
             for sock in sockets:
                 return int(sock.getsockname()[1])
         return None
+
+    def _request_token(self, request: web.Request) -> str | None:
+        query = request.query.get("token") if request.method == "GET" else None
+        return token_of(request.headers.get("Authorization"), query)
+
+    def _authorize_request(self, request: web.Request, write: bool) -> Access:
+        path = request.path
+        if path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES):
+            return Access.ALLOW
+        if self._ws is not None and path == self._ws.options.path:
+            return Access.ALLOW
+        return self.access.token_verdict(self._request_token(request), None, write)
+
+    def _authorize_doc(self, request: web.Request, doc: str, write: bool) -> Access:
+        return self.access.token_verdict(self._request_token(request), doc, write)
 
     def _info(self) -> PeerInfo:
         engine = self._engine

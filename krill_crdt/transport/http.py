@@ -10,7 +10,15 @@ layers comes in as hooks:
 * ``on_sync_update`` takes a binary update posted to ``/sync/{doc}``; by default it is applied
   to the store, tagged ``Origin("http", "http")``;
 * ``authorize`` decides, for every matched route (also routes mounted later on the same
-  application), whether a request may read or write.
+  application), whether a request may read or write; ``authorize_doc`` then decides per host
+  doc for the routes that name a node (the doc is the node's host) or list nodes and changes
+  (docs the caller may not read are left out).
+
+Browsers: a request whose ``Origin`` is neither this server's own nor one of
+``allowed_origins`` may not write, open a WebSocket or an event stream (403); allowed origins
+get CORS headers and answered pre-flights, others none, so their pages cannot read answers
+either. With ``loopback_only`` the ``Host`` header must name a loopback address, so a web page
+whose domain was re-pointed at 127.0.0.1 (DNS rebinding) gets nothing from a local peer.
 
 Every error is a JSON object ``{"error": "..."}`` whose message says what was wrong, with a
 4xx status (5xx only for faults of this peer), including aiohttp's own errors for an unknown
@@ -55,6 +63,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..model import FIELDS, SCHEMA, Node, NodeState, NodeType, check_host_id, check_id
 from ..store import Change, ChangeStream, HostDoc, Origin, Store
+from .limits import RateLimit, SourceLimits
 
 __all__ = [
     "DEFAULT_EVENTS_BUFFER",
@@ -66,6 +75,7 @@ __all__ = [
     "METRICS_CONTENT_TYPE",
     "Access",
     "Authorize",
+    "DocAuthorize",
     "HttpApi",
     "HttpOptions",
     "Invoke",
@@ -182,6 +192,10 @@ class Access(enum.Enum):
 #: means :attr:`Access.ALLOW`, ``False`` means :attr:`Access.UNAUTHENTICATED`. May be async.
 Authorize = Callable[[web.Request, bool], Access | bool | Awaitable[Access | bool]]
 
+#: ``authorize_doc(request, doc, write)``: may this request read or write host doc ``doc``?
+#: Asked after ``authorize`` allowed the route; same verdicts.
+DocAuthorize = Callable[[web.Request, str, bool], Access | bool]
+
 #: ``invoke(node_id)``: run the node's chain on its host and return a JSON-able result.
 Invoke = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -205,13 +219,25 @@ class HttpOptions:
     events_write_timeout_s: float = DEFAULT_EVENTS_WRITE_TIMEOUT_S
     series_default_limit: int = DEFAULT_SERIES_LIMIT
     series_max_limit: int = MAX_SERIES_LIMIT
+    #: Requests per second from one client address on average; more are answered 429.
+    request_rate: float = 200.0
+    #: Requests one client address may make at once above that rate.
+    request_burst: float = 400.0
+    #: Longest time a request body may take to arrive; a slower one is answered 408.
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_node_body", "max_sync_body", "events_buffer", "series_max_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int of at least 1, got {value!r}")
-        for name in ("heartbeat_s", "events_write_timeout_s"):
+        for name in (
+            "heartbeat_s",
+            "events_write_timeout_s",
+            "request_rate",
+            "request_burst",
+            "body_timeout_s",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -282,6 +308,9 @@ class HttpApi:
         on_sync_update: takes updates posted to ``/sync/{doc}``; ``None`` applies them to the
             store durably, tagged :data:`HTTP_ORIGIN`.
         authorize: decides every matched request; ``None`` allows everything.
+        authorize_doc: decides per host doc; ``None`` allows every doc.
+        allowed_origins: web origins besides the server's own whose pages may call the API.
+        loopback_only: refuse requests whose ``Host`` header is not a loopback address.
         options: limits and timings.
 
     Example:
@@ -300,6 +329,9 @@ class HttpApi:
         invoke: Invoke | None = None,
         on_sync_update: SyncUpdateHook | None = None,
         authorize: Authorize | None = None,
+        authorize_doc: DocAuthorize | None = None,
+        allowed_origins: Iterable[str] = (),
+        loopback_only: bool = False,
         options: HttpOptions | None = None,
     ) -> None:
         self.store = store
@@ -310,6 +342,12 @@ class HttpApi:
         self._invoke = invoke
         self._on_sync_update = on_sync_update or self._apply_sync_update
         self._authorize = authorize
+        self._authorize_doc = authorize_doc
+        self._allowed_origins = frozenset(o.lower() for o in allowed_origins)
+        self._loopback_only = loopback_only
+        self._limits = SourceLimits(
+            RateLimit(self.options.request_rate, self.options.request_burst)
+        )
         self._watchers: set[_DocWatcher] = set()
         self._closing = False
         self._logged_sources: set[str] = set()
@@ -347,6 +385,33 @@ class HttpApi:
     ) -> web.StreamResponse:
         """Authorize matched routes, and turn every failure into a JSON error response."""
         try:
+            self._check_host(request)
+            self._check_rate(request)
+            origin = self._foreign_origin(request)
+            if origin is not None and origin in self._allowed_origins:
+                if request.method == "OPTIONS":
+                    return _preflight(request, origin)
+                response = await self._handle(request, handler)
+                if not response.prepared:
+                    response.headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
+                    response.headers["Vary"] = "Origin"
+                return response
+            if origin is not None and _changes_or_streams(request):
+                raise _HttpError(
+                    403, f"requests from web origin {_brief(origin)} are not allowed", "origin"
+                )
+            return await self._handle(request, handler)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as exc:
+            if request.writer.output_size:
+                raise
+            return self._error_response(request, exc)
+
+    async def _handle(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
             if request.match_info.http_exception is None:
                 await self._check_access(request)
             return await handler(request)
@@ -372,6 +437,52 @@ class HttpApi:
         log.error("%s %s failed", request.method, request.path, exc_info=exc)
         return _error(500, "internal error; the peer's log has the details")
 
+    def _check_host(self, request: web.Request) -> None:
+        if not self._loopback_only:
+            return
+        name = request.url.raw_host or ""
+        if name.strip("[]").lower() not in _LOOPBACK_NAMES:
+            raise _HttpError(
+                403, f"host {_brief(name)} is not this peer: it answers to loopback names", "host"
+            )
+
+    def _check_rate(self, request: web.Request) -> None:
+        if not self._limits.allow(request.remote or "?"):
+            raise _HttpError(
+                429,
+                f"too many requests: at most {self.options.request_rate:g} a second per client",
+                "rate",
+            )
+
+    def _foreign_origin(self, request: web.Request) -> str | None:
+        """The request's web origin when it is not this server's own, else None."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None  # not sent by a browser page (scripts, peers, same-origin GETs)
+        origin = origin.lower()
+        own = f"{request.scheme}://{request.host}".lower()
+        if origin == own or origin == _default_port_origin(request.scheme, request.host):
+            return None
+        return origin
+
+    async def check_doc(self, request: web.Request, doc: str, *, write: bool) -> None:
+        """Raise a 401/403 error unless ``authorize_doc`` lets the request at ``doc``."""
+        if self._authorize_doc is None:
+            return
+        verdict = self._authorize_doc(request, doc, write)
+        if verdict is True or verdict is Access.ALLOW:
+            return
+        if verdict is Access.FORBIDDEN:
+            what = "write" if write else "read"
+            raise _HttpError(403, f"these credentials may not {what} host doc {doc!r}", "forbidden")
+        raise _HttpError(401, "authentication required: send a valid token", "unauthenticated")
+
+    def _readable(self, request: web.Request, doc: str) -> bool:
+        if self._authorize_doc is None:
+            return True
+        verdict = self._authorize_doc(request, doc, False)
+        return verdict is True or verdict is Access.ALLOW
+
     async def _check_access(self, request: web.Request) -> None:
         if self._authorize is None:
             return
@@ -391,6 +502,8 @@ class HttpApi:
             self.metrics.rejected("http", reason)
         self._log_refusal(request, status, reason or "refused")
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 429:
+            headers = {"Retry-After": "1"}
         return _error(status, message, headers)
 
     def _from_aiohttp(self, request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -436,15 +549,20 @@ class HttpApi:
         node_type = _query_type(request)
         host = request.query.get("host")
         docs = [self.store.doc(host)] if host is not None else self._docs()
+        if host is not None:
+            await self.check_doc(request, host, write=False)
+        docs = [doc for doc in docs if self._readable(request, doc.host)]
         nodes = [n.to_fields() for doc in docs for n in doc.list_nodes(type=node_type)]
         return _json(nodes)
 
     async def _get_node(self, request: web.Request) -> web.Response:
-        return _json(self._read_node(request.match_info["id"]).to_fields())
+        node_id = request.match_info["id"]
+        await self.check_doc(request, self.store.host_of(node_id), write=False)
+        return _json(self._read_node(node_id).to_fields())
 
     async def _series(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
-        self.store.host_of(node_id)
+        await self.check_doc(request, self.store.host_of(node_id), write=False)
         since = _query_time(request, "since")
         until = _query_time(request, "until")
         if since is not None and until is not None and since > until:
@@ -473,7 +591,9 @@ class HttpApi:
 
         # Step 1: the body: a JSON object within the size limit.
         _require_content_type(request, _JSON)
-        raw = await _read_body(request, self.options.max_node_body, "node JSON")
+        raw = await _read_body(
+            request, self.options.max_node_body, "node JSON", self.options.body_timeout_s
+        )
         body = _parse_object(raw)
         if "id" in body and body["id"] != node_id:
             raise ValidationError(
@@ -483,12 +603,14 @@ class HttpApi:
         # Step 2: update if the id exists in any host doc, else create. Nothing is awaited
         # from this check until the write is made, so no other request can slip in between.
         try:
-            self.store.host_of(node_id)
+            host = self.store.host_of(node_id)
         except NodeNotFoundError:
             node = self._node_to_create(node_id, body)
+            await self.check_doc(request, node.host, write=True)
             stored = await self.store.create(node)
             log.debug("node %s created in host doc %s over http", node_id, stored.host)
             return _json(stored.to_fields(), 201, {"Location": f"/node/{node_id}"})
+        await self.check_doc(request, host, write=True)
         changes = self._changes_to_apply(self._read_node(node_id), body)
         if not changes:
             return _json(self._read_node(node_id).to_fields())
@@ -554,13 +676,14 @@ class HttpApi:
 
     async def _delete_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
+        await self.check_doc(request, self.store.host_of(node_id), write=True)
         removed = await self.store.delete(node_id)
         log.debug("node %s deleted over http with %d descendant(s)", node_id, len(removed) - 1)
         return _json({"removed": removed})
 
     async def _invoke_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
-        self.store.host_of(node_id)
+        await self.check_doc(request, self.store.host_of(node_id), write=True)
         if self._invoke is None:
             raise _HttpError(501, "execution is not available on this peer")
         result = await self._invoke(node_id)
@@ -569,6 +692,7 @@ class HttpApi:
     # ----------------------------------------------------------------------- sync
 
     async def _sync_diff(self, request: web.Request) -> web.Response:
+        await self.check_doc(request, request.match_info["doc"], write=False)
         doc = self.store.doc(request.match_info["doc"])
         state_vector = _decode_sv(request.query.get("sv", ""))
         try:
@@ -584,8 +708,11 @@ class HttpApi:
             check_host_id("doc", doc)
         except ValidationError as exc:
             raise _HttpError(400, str(exc), "invalid") from None
+        await self.check_doc(request, doc, write=True)
         _require_content_type(request, _BINARY)
-        update = await _read_body(request, self.options.max_sync_body, "update")
+        update = await _read_body(
+            request, self.options.max_sync_body, "update", self.options.body_timeout_s
+        )
         result = self._on_sync_update(doc, update)
         if inspect.isawaitable(result):
             await result
@@ -615,7 +742,9 @@ class HttpApi:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
             raise _HttpError(503, "the peer is shutting down")
-        watcher = _DocWatcher(self.options.events_buffer)
+        watcher = _DocWatcher(
+            self.options.events_buffer, lambda doc: self._readable(request, doc.host)
+        )
         try:
             # Subscribed before the response starts: a client that has seen the first bytes
             # sees every later change. Host docs opened from now on are added by _on_new_doc.
@@ -699,6 +828,9 @@ def build_app(
     invoke: Invoke | None = None,
     on_sync_update: SyncUpdateHook | None = None,
     authorize: Authorize | None = None,
+    authorize_doc: DocAuthorize | None = None,
+    allowed_origins: Iterable[str] = (),
+    loopback_only: bool = False,
     options: HttpOptions | None = None,
 ) -> web.Application:
     """Build the aiohttp application of :class:`HttpApi` (same arguments).
@@ -714,6 +846,9 @@ def build_app(
         invoke=invoke,
         on_sync_update=on_sync_update,
         authorize=authorize,
+        authorize_doc=authorize_doc,
+        allowed_origins=allowed_origins,
+        loopback_only=loopback_only,
         options=options,
     )
     return api.app
@@ -730,23 +865,63 @@ def _require_content_type(request: web.Request, wanted: str) -> None:
         )
 
 
-async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
+async def _read_body(request: web.Request, limit: int, what: str, timeout: float) -> bytes:
     """Read the body, refusing it as soon as it is known to exceed ``limit`` bytes.
 
     Raises:
-        _HttpError: 413 when a declared length or the bytes read so far exceed the limit.
+        _HttpError: 413 when a declared length or the bytes read so far exceed the limit;
+            408 when the whole body takes longer than ``timeout`` seconds to arrive.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         _too_large(what, limit)
-    body = bytearray()
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return bytes(body)
-        if len(body) + len(chunk) > limit:
-            _too_large(what, limit)
-        body += chunk
+
+    async def collect() -> bytes:
+        body = bytearray()
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return bytes(body)
+            if len(body) + len(chunk) > limit:
+                _too_large(what, limit)
+            body += chunk
+
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except asyncio.TimeoutError:
+        raise _HttpError(
+            408, f"{what} body did not arrive within {timeout:g} s", "slow_body"
+        ) from None
+
+
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _default_port_origin(scheme: str, host: str) -> str:
+    """The origin a browser sends for ``host`` when the port is the scheme's default."""
+    default = ":443" if scheme == "https" else ":80"
+    return f"{scheme}://{host.removesuffix(default)}".lower()
+
+
+def _changes_or_streams(request: web.Request) -> bool:
+    """Whether a request changes something or opens a long-lived channel."""
+    if request.method in _WRITE_METHODS:
+        return True
+    return request.headers.get("Upgrade", "").lower() == "websocket" or request.path == "/events"
+
+
+def _preflight(request: web.Request, origin: str) -> web.Response:
+    """Answer a CORS pre-flight of an allowed origin."""
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": request.headers["Origin"],
+            "Access-Control-Allow-Methods": "GET, POST, DELETE",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        },
+    )
 
 
 def _too_large(what: str, limit: int) -> NoReturn:
@@ -891,15 +1066,16 @@ def _change_json(change: Change) -> dict[str, object]:
 class _DocWatcher:
     """Feeds one ``/events`` client from the change streams of the host docs it watches."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, readable: Callable[[HostDoc], bool]) -> None:
         self.feed = _Feed(capacity)
         self._capacity = capacity
+        self._readable = readable
         self._streams: dict[str, ChangeStream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def watch(self, doc: HostDoc) -> None:
         """Start relaying the changes of ``doc``; a doc already watched or closed is skipped."""
-        if doc.host in self._streams:
+        if doc.host in self._streams or not self._readable(doc):
             return
         try:
             stream = doc.changes(self._capacity)

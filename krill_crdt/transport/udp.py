@@ -33,6 +33,7 @@ from ..errors import ValidationError
 from ..metrics import Metrics
 from ..sync.link import Link, Send
 from .base import Deliver
+from .limits import RateLimit, SourceLimits
 
 __all__ = ["MAX_DATAGRAM", "MulticastOptions", "UdpMulticastTransport"]
 
@@ -88,6 +89,10 @@ class MulticastOptions:
             frames by their origin.
         max_queue_bytes: a frame is dropped while more than this many bytes wait in the
             socket's asyncio write buffer.
+        source_rate: datagrams per second taken from one source (address and port) on average; more
+            are dropped and counted as ``rate``. Anti-entropy heals what a dropped delta
+            carried.
+        source_burst: datagrams one source may send at once above that.
 
     Raises:
         ValidationError: a value breaks its rule; ``field`` is the config key
@@ -112,6 +117,11 @@ class MulticastOptions:
     # buffer is full (link down or saturated); past that, queued beacons are stale and
     # anti-entropy resends whatever the dropped deltas carried.
     max_queue_bytes: int = 64 * 1024
+    # A peer sends at most 4 beacons a second and one delta per flush of its writes; 500 a
+    # second from one address is far above a whole busy host (several peers share one
+    # address on loopback) and far below what would keep a Pi's event loop busy.
+    source_rate: int = 500
+    source_burst: int = 1000
 
     def __post_init__(self) -> None:
         _check_ipv4(self.group, "group")
@@ -133,6 +143,8 @@ class MulticastOptions:
         if not isinstance(self.loopback, bool):
             raise ValidationError(_FIELD + "loopback", "must be true or false", self.loopback)
         _check_int(self.max_queue_bytes, "max_queue_bytes", 0, None)
+        _check_int(self.source_rate, "source_rate", 1, None)
+        _check_int(self.source_burst, "source_burst", 1, None)
 
 
 def _check_ipv4(value: object, key: str) -> None:
@@ -224,6 +236,7 @@ class UdpMulticastTransport:
         self._destination = (options.group, options.port)
         self._membership = socket.inet_aton(options.group) + socket.inet_aton(options.interface)
         self._where = f"group {options.group} port {options.port} interface {options.interface}"
+        self._limits = SourceLimits(RateLimit(options.source_rate, options.source_burst))
         self._lock = asyncio.Lock()
         self._sock: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -447,6 +460,16 @@ class UdpMulticastTransport:
                 len(data),
                 source,
                 MAX_DATAGRAM,
+            )
+            return
+        if not self._limits.allow((addr[0], addr[1])):
+            self._metrics.rejected(self.name, "rate")
+            logger.log(
+                self._source_warnings.level((addr[0], "rate")),
+                "udp %s: dropping datagrams from %s: over %d a second",
+                self._where,
+                addr[0],
+                self._options.source_rate,
             )
             return
         deliver = self._deliver

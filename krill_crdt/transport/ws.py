@@ -4,14 +4,19 @@ Peers found by beacon dial each other on :attr:`WsLinkOptions.path` and keep one
 per pair. Every binary message on it is exactly one krill frame (``docs/wire.md``), for any
 followed host doc; the transport never decodes one.
 
-The handshake authenticates both ends before a frame flows:
+The handshake authenticates both ends before a frame flows, each against a fresh random
+challenge from the other, so a hello recorded on the network is worth nothing later:
 
 1. The dialer connects, naming the peer it expects in the :data:`PEER_HEADER` request
-   header, and sends its hello (a frame the engine signs) as the first binary message.
-2. The accepting side checks it with ``identify`` within ``connect_timeout``; a missing or
-   refused hello, or a dial meant for another peer, closes the socket with code
-   :data:`CLOSE_HELLO_REFUSED`. Otherwise it answers with its own hello.
-3. The dialer checks the answer with ``identify``; an answer naming another peer than the one
+   header and sending its challenge (16 random bytes, hex) in :data:`CHALLENGE_HEADER`.
+2. The accepting side sends its own challenge (16 random bytes) as the first binary message.
+3. The dialer answers with its hello for that challenge (a frame the engine signs, binding
+   the challenge under the MAC).
+4. The accepting side checks it with ``identify`` within ``connect_timeout``; a missing or
+   refused hello, a missing challenge, or a dial meant for another peer, closes the socket
+   with code :data:`CLOSE_HELLO_REFUSED`. Otherwise it answers with its own hello, for the
+   dialer's challenge.
+5. The dialer checks the answer with ``identify``; an answer naming another peer than the one
    it dialed closes the socket and the dialer retries with backoff.
 
 When both peers dial each other at once, each end keeps the connection dialed by the peer with
@@ -19,12 +24,6 @@ the smaller id and closes the other with code 1000 and the reason ``"duplicate l
 ends compute the same answer without talking about it. Frames still queued on the connection
 given up move to the one kept; frames already in flight on it may be lost, which the engine's
 anti-entropy heals.
-
-NOTE: the hellos carry no challenge from the other end, so a hello recorded on the LAN can be
-replayed for as long as ``identify`` accepts it, and a replayed dialer's hello replaces that
-peer's accepted link (a redial by the same dialer wins, so half-open links heal). ``identify``
-must therefore refuse stale or already seen hellos (the frame's timestamp and sequence number
-serve for that); a challenge-response handshake would need the engine to sign a nonce.
 
 Example:
     >>> links = WsLinkTransport(peer_id, hello=engine.hello, identify=engine.identify)
@@ -39,8 +38,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -54,8 +55,11 @@ from ..errors import ValidationError
 from ..metrics import Metrics
 from ..sync.link import PEER_ID_SIZE, Link, Send
 from .base import Deliver
+from .limits import RateLimit, TokenBucket
 
 __all__ = [
+    "CHALLENGE_HEADER",
+    "CHALLENGE_SIZE",
     "CLOSE_DUPLICATE_REASON",
     "CLOSE_HELLO_REFUSED",
     "CLOSE_WRONG_PEER_REASON",
@@ -80,6 +84,10 @@ CLOSE_WRONG_PEER_REASON = "not the peer dialed"
 #: side refuses a dial meant for another peer before answering, so it never reports a link that
 #: the dialer would drop at once. Peer ids are public (every frame carries its origin).
 PEER_HEADER = "Krill-Peer"
+#: Request header carrying the dialer's challenge to the accepting side, in hex.
+CHALLENGE_HEADER = "Krill-Challenge"
+#: Bytes of random in each challenge: 128 bits never repeat in practice.
+CHALLENGE_SIZE = 16
 
 #: Longest route path accepted: routes are short constants, never user data.
 _MAX_PATH_LEN = 256
@@ -161,6 +169,10 @@ class WsLinkOptions:
         max_message: largest message accepted, in bytes; larger ones close the link with code
             1009. Defaults to the codec's ``MAX_FRAME_SIZE`` (64 MiB): one message is one frame,
             and a sync step 2 may carry a whole host doc.
+        frame_rate: frames per second read from one link on average; a peer above it is read
+            more slowly (TCP pushes back on it), never cut off. Five thousand is well above
+            the merged deltas of a busy peer and keeps one link from monopolising the loop.
+        frame_burst: frames one link may send at once above that rate (a full resync).
     """
 
     path: str = "/krill/v1/link"
@@ -173,6 +185,8 @@ class WsLinkOptions:
     backoff_max: float = 30.0
     backoff_reset: float = 10.0
     max_message: int = MAX_FRAME_SIZE
+    frame_rate: float = 5000.0
+    frame_burst: float = 20000.0
 
     def __post_init__(self) -> None:
         """Check every field.
@@ -197,6 +211,8 @@ class WsLinkOptions:
         _check_float("backoff_reset", self.backoff_reset, 0, 3600.0)
         # The smallest frame is a header and a MAC; anything smaller cannot carry one.
         _check_int("max_message", self.max_message, FRAME_OVERHEAD, MAX_FRAME_SIZE)
+        _check_float("frame_rate", self.frame_rate, 0, 1e9)
+        _check_float("frame_burst", self.frame_burst, 1.0, 1e9)
 
 
 class _Connection:
@@ -259,9 +275,10 @@ class WsLinkTransport:
 
     Args:
         peer_id: this peer's 16-byte id.
-        hello: returns a fresh encoded frame that authenticates this peer.
-        identify: checks a hello frame and returns the sender's peer id, or ``None`` when it is
-            not acceptable.
+        hello: ``hello(challenge)`` returns a fresh encoded frame that authenticates this peer
+            and binds the other end's challenge under its MAC.
+        identify: ``identify(frame, challenge)`` checks a hello against the challenge this end
+            sent and returns the sender's peer id, or ``None`` when it is not acceptable.
         options: timeouts, queue bounds, backoff and size limits.
         metrics: where to count frames; a private :class:`Metrics` when omitted.
         on_link: called with ``(peer, True)`` when a peer becomes linked and ``(peer, False)``
@@ -277,11 +294,12 @@ class WsLinkTransport:
         self,
         peer_id: bytes,
         *,
-        hello: Callable[[], bytes],
-        identify: Callable[[bytes], bytes | None],
+        hello: Callable[[bytes], bytes],
+        identify: Callable[[bytes, bytes], bytes | None],
         options: WsLinkOptions | None = None,
         metrics: Metrics | None = None,
         on_link: Callable[[bytes, bool], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not isinstance(peer_id, bytes) or len(peer_id) != PEER_ID_SIZE:
             raise ValidationError("peer_id", f"must be {PEER_ID_SIZE} bytes", peer_id)
@@ -291,6 +309,7 @@ class WsLinkTransport:
         self._hello = hello
         self._identify = identify
         self._on_link = on_link
+        self._ssl = ssl_context
         self._random = random.Random()
 
         self._deliver: Deliver | None = None
@@ -348,7 +367,7 @@ class WsLinkTransport:
         # No connection limit: one WebSocket per peer, and the default pool of 100 would
         # silently stall the 101st dial. trust_env stays off: LAN links never take a proxy.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl or True),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.options.connect_timeout),
         )
         log.debug("ws links: started as peer %s", _short(self.peer_id))
@@ -616,6 +635,9 @@ class WsLinkTransport:
         ws = conn.ws
         link = Link(self.name, conn.peer)
         deliver = self._deliver
+        loop = asyncio.get_running_loop()
+        limit = RateLimit(self.options.frame_rate, self.options.frame_burst)
+        bucket = TokenBucket(limit, loop.time())
         while True:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
@@ -626,6 +648,9 @@ class WsLinkTransport:
                     except Exception:
                         # A failing engine must not take the link down with it.
                         log.exception("ws link: deliver failed for a frame from %s", link)
+                wait = bucket.delay(loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._refuse_text(ws, _short(conn.peer))
@@ -659,7 +684,14 @@ class WsLinkTransport:
         label = f"{where} (accepted)"
         try:
             _set_nodelay(ws)
-            peer = await self._check_hello(ws, label)
+            theirs = _parse_challenge(request.headers.get(CHALLENGE_HEADER))
+            if theirs is None:
+                self._reject(label, "hello", "no challenge header")
+                await self._close(ws, CLOSE_HELLO_REFUSED, "no challenge")
+                return ws
+            ours = os.urandom(CHALLENGE_SIZE)
+            await ws.send_bytes(ours)
+            peer = await self._check_hello(ws, label, ours)
             if peer is None:
                 return ws
             conn = _Connection(peer, ws, dialer=peer, label=label)
@@ -677,7 +709,7 @@ class WsLinkTransport:
                 return ws
 
             # Step 2: answer, then register (the registry may have changed while answering).
-            await ws.send_bytes(self._hello())
+            await ws.send_bytes(self._hello(theirs))
             if not self._register(conn):
                 await self._close(ws, aiohttp.WSCloseCode.OK, CLOSE_DUPLICATE_REASON)
                 return ws
@@ -693,8 +725,10 @@ class WsLinkTransport:
             await self._close(ws, *self._default_close())
         return ws
 
-    async def _check_hello(self, ws: web.WebSocketResponse, label: str) -> bytes | None:
-        """Read and check the dialer's hello within ``connect_timeout``.
+    async def _check_hello(
+        self, ws: web.WebSocketResponse, label: str, challenge: bytes
+    ) -> bytes | None:
+        """Read and check the dialer's hello (for ``challenge``) within ``connect_timeout``.
 
         Returns:
             The dialer's peer id, or ``None`` after closing the socket.
@@ -716,7 +750,7 @@ class WsLinkTransport:
         if msg.type is not aiohttp.WSMsgType.BINARY:
             return None  # closed before saying anything
 
-        peer = self._identify_hello(msg.data, label)
+        peer = self._identify_hello(msg.data, challenge, label)
         if peer is None:
             self._reject(label, "hello", "hello refused")
             await self._close(ws, CLOSE_HELLO_REFUSED, "hello refused")
@@ -771,6 +805,7 @@ class WsLinkTransport:
         peer, url = dialer.peer, dialer.url
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.connect_timeout
+        ours = os.urandom(CHALLENGE_SIZE)
 
         # Step 1: TCP connect and WebSocket upgrade.
         try:
@@ -780,7 +815,7 @@ class WsLinkTransport:
                     heartbeat=self.options.heartbeat,
                     max_msg_size=self.options.max_message,
                     timeout=aiohttp.ClientWSTimeout(ws_close=self.options.close_timeout),
-                    headers={PEER_HEADER: peer.hex()},
+                    headers={PEER_HEADER: peer.hex(), CHALLENGE_HEADER: ours.hex()},
                 ),
                 self.options.connect_timeout,
             )
@@ -793,9 +828,13 @@ class WsLinkTransport:
         try:
             _set_nodelay(ws)
 
-            # Step 2: our hello first, then the answer within what is left of the timeout.
-            await ws.send_bytes(self._hello())
-            answered = await self._check_answer(dialer, ws, max(0.0, deadline - loop.time()))
+            # Step 2: their challenge, our hello for it, then their answer for ours, all
+            # within what is left of the timeout.
+            theirs = await self._read_challenge(dialer, ws, max(0.0, deadline - loop.time()))
+            if theirs is None:
+                return False
+            await ws.send_bytes(self._hello(theirs))
+            answered = await self._check_answer(dialer, ws, max(0.0, deadline - loop.time()), ours)
             if not answered:
                 return False
 
@@ -814,8 +853,27 @@ class WsLinkTransport:
             self._outbound.discard(ws)
             await self._close(ws, *self._default_close())
 
-    async def _check_answer(
+    async def _read_challenge(
         self, dialer: _Dialer, ws: aiohttp.ClientWebSocketResponse, timeout: float
+    ) -> bytes | None:
+        """Read the accepting side's challenge; None after closing the socket."""
+        try:
+            msg = await ws.receive(timeout=timeout)
+        except asyncio.TimeoutError:
+            self._dial_warning(dialer, "timeout", "no challenge in time")
+            await self._close(ws, CLOSE_HELLO_REFUSED, "no challenge in time")
+            return None
+        if msg.type is aiohttp.WSMsgType.BINARY and len(msg.data) == CHALLENGE_SIZE:
+            return bytes(msg.data)
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            self._dial_warning(dialer, f"closed {msg.data}", f"closed: {msg.data} {msg.extra}")
+            return None
+        self._reject(dialer.url, "hello", "no challenge from the accepting side")
+        await self._close(ws, CLOSE_HELLO_REFUSED, "challenge expected")
+        return None
+
+    async def _check_answer(
+        self, dialer: _Dialer, ws: aiohttp.ClientWebSocketResponse, timeout: float, challenge: bytes
     ) -> bool:
         """Read the accepting side's hello and check it names the peer dialed.
 
@@ -849,7 +907,7 @@ class WsLinkTransport:
         if msg.type is not aiohttp.WSMsgType.BINARY:
             return False
 
-        answer = self._identify_hello(msg.data, url)
+        answer = self._identify_hello(msg.data, challenge, url)
         if answer is None:
             self._reject(url, "hello", "hello answer refused")
             await self._close(ws, CLOSE_HELLO_REFUSED, "hello refused")
@@ -870,10 +928,10 @@ class WsLinkTransport:
 
     # -- shared helpers ----------------------------------------------------------------------
 
-    def _identify_hello(self, data: bytes, source: str) -> bytes | None:
+    def _identify_hello(self, data: bytes, challenge: bytes, source: str) -> bytes | None:
         """Run ``identify`` and insist on a 16-byte answer; a raising ``identify`` refuses."""
         try:
-            peer = self._identify(data)
+            peer = self._identify(data, challenge)
         except Exception:
             log.exception("ws link: identify failed on a hello from %s", source)
             return None
@@ -959,6 +1017,16 @@ class WsLinkTransport:
             self._stopping = False
             self._stop_task = None
             log.debug("ws links: stopped peer %s", _short(self.peer_id))
+
+
+def _parse_challenge(text: str | None) -> bytes | None:
+    """The dialer's challenge from its header, or None when missing or malformed."""
+    if text is None or len(text) != 2 * CHALLENGE_SIZE:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
 
 
 def _set_nodelay(ws: _Socket) -> None:

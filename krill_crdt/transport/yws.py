@@ -53,6 +53,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..store.hostdoc import HostDoc
 from ..store.origin import Origin
+from .limits import RateLimit, TokenBucket
 from .yprotocol import (
     EMPTY_UPDATE,
     MAX_MESSAGE_SIZE,
@@ -182,6 +183,9 @@ class YwsOptions:
         send_queue_messages: messages queued per client before it is closed as too slow.
         send_queue_bytes: backlog in bytes per client at which it is closed as too slow
             (see :data:`DEFAULT_SEND_QUEUE_BYTES`).
+        message_rate: messages per second read from one client on average; a client above
+            it is read more slowly (TCP pushes back on it), never cut off.
+        message_burst: messages one client may send at once above that rate.
 
     Raises:
         ValueError: a limit or timing is not positive.
@@ -192,9 +196,20 @@ class YwsOptions:
     heartbeat: float | None = DEFAULT_HEARTBEAT_SECONDS
     send_queue_messages: int = DEFAULT_SEND_QUEUE_MESSAGES
     send_queue_bytes: int = DEFAULT_SEND_QUEUE_BYTES
+    # An editor sends an update per keystroke and awareness a few times a second: a thousand
+    # a second is far above any person and still bounds what one socket can make us do.
+    message_rate: float = 1000.0
+    message_burst: float = 4000.0
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "keepalive", "send_queue_messages", "send_queue_bytes"):
+        for name in (
+            "max_message_size",
+            "keepalive",
+            "send_queue_messages",
+            "send_queue_bytes",
+            "message_rate",
+            "message_burst",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.heartbeat is not None and not self.heartbeat > 0:
@@ -391,10 +406,16 @@ class YjsRooms:
 
     async def _read_loop(self, room: _Room, client: _Client) -> None:
         # Ends when the socket closes; every message is handled before the next is read.
+        loop = asyncio.get_running_loop()
+        limit = RateLimit(self.options.message_rate, self.options.message_burst)
+        bucket = TokenBucket(limit, loop.time())
         async for message in client.ws:
             if message.type == WSMsgType.BINARY:
                 if not await self._on_message(room, client, message.data):
                     return
+                wait = bucket.delay(loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
             elif message.type == WSMsgType.TEXT:
                 self._refuse(client, room, "malformed", "a text message (y-protocols is binary)")
             elif message.type == WSMsgType.ERROR:

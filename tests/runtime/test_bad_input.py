@@ -25,6 +25,7 @@ from krill_crdt.runtime.config import (
 from krill_crdt.runtime.peer import Peer, swarm_number
 from krill_crdt.sync.docs import MemoryDocs
 from krill_crdt.sync.engine import SyncEngine
+from krill_crdt.transport.ws import CHALLENGE_HEADER
 from tests.mqtt_broker import MosquittoBroker
 from tests.runtime.test_swarm import contents, wait_for
 
@@ -116,8 +117,13 @@ async def test_bad_frames_on_every_transport_are_refused_and_change_nothing(
             intruder, key=key, swarm=swarm_number(SWARM), docs=MemoryDocs(), now=time.time()
         )
         link_url = f"{peer.url.replace('http://', 'ws://')}/krill/v1/link"
-        async with aiohttp.ClientSession() as session, session.ws_connect(link_url) as ws:
-            await ws.send_bytes(other.hello(time.time()))
+        challenge = {CHALLENGE_HEADER: bytes(16).hex()}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(link_url, headers=challenge) as ws,
+        ):
+            theirs = await ws.receive(timeout=5)
+            await ws.send_bytes(other.hello(time.time(), theirs.data))
             await ws.receive(timeout=5)  # the peer's own hello
             for name, data in frames.items():
                 if name != "valid":

@@ -7,6 +7,7 @@ HMAC-signed test frames, so nothing here depends on the sync engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -21,6 +22,7 @@ from aiohttp import web
 from krill_crdt.errors import ValidationError
 from krill_crdt.sync.link import Link, Send
 from krill_crdt.transport.ws import (
+    CHALLENGE_HEADER,
     CLOSE_DUPLICATE_REASON,
     CLOSE_HELLO_REFUSED,
     WsLinkOptions,
@@ -34,20 +36,36 @@ TAG = b"HELLO"
 FAST = WsLinkOptions(connect_timeout=1.0, backoff_min=0.02, backoff_max=0.2, close_timeout=1.0)
 
 
-def make_hello(peer: bytes) -> bytes:
-    """A test hello: tag, peer id, and an HMAC over both."""
-    body = TAG + peer
+#: The challenge raw test clients send in their request header.
+OUR_CHALLENGE = bytes(range(16))
+
+
+def make_hello(peer: bytes, challenge: bytes) -> bytes:
+    """A test hello: tag, peer id, the other end's challenge, and an HMAC over all three."""
+    body = TAG + peer + challenge
     return body + hmac.new(KEY, body, hashlib.sha256).digest()[:16]
 
 
-def identify(data: bytes) -> bytes | None:
-    """Accept a well-signed test hello and name its peer."""
-    if len(data) != len(TAG) + 32 or not data.startswith(TAG):
+def identify(data: bytes, challenge: bytes) -> bytes | None:
+    """Accept a well-signed test hello made for ``challenge`` and name its peer."""
+    if len(data) != len(TAG) + 48 or not data.startswith(TAG):
         return None
     body, mac = data[:-16], data[-16:]
     if not hmac.compare_digest(mac, hmac.new(KEY, body, hashlib.sha256).digest()[:16]):
         return None
-    return body[len(TAG) :]
+    if body[len(TAG) + 16 :] != challenge:
+        return None
+    return body[len(TAG) : len(TAG) + 16]
+
+
+@contextlib.asynccontextmanager
+async def raw_link(url: str) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, bytes]]:
+    """Connect without the transport, as a dialer would; yield the socket and its challenge."""
+    headers = {CHALLENGE_HEADER: OUR_CHALLENGE.hex()}
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=headers) as ws:
+        msg = await ws.receive(timeout=3.0)
+        assert msg.type is aiohttp.WSMsgType.BINARY and len(msg.data) == 16
+        yield ws, msg.data
 
 
 def peer_id(n: int) -> bytes:
@@ -103,7 +121,7 @@ async def make_node() -> AsyncIterator[MakeNode]:
         node = Node(peer, options, transport=None)  # type: ignore[arg-type]
         node.transport = WsLinkTransport(
             peer,
-            hello=lambda: make_hello(peer),
+            hello=lambda challenge: make_hello(peer, challenge),
             identify=identify,
             options=options,
             on_link=lambda p, up: node.events.append((p, up)),
@@ -223,11 +241,11 @@ async def test_a_broadcast_send_reaches_every_link(make_node: MakeNode) -> None:
 # -- handshake ---------------------------------------------------------------------------------
 
 
-async def raw_close(url: str, first: bytes | None) -> tuple[int | None, str]:
-    """Connect without the transport, send ``first`` (if any), return the close code and reason."""
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+async def raw_close(url: str, first: Callable[[bytes], bytes] | None) -> tuple[int | None, str]:
+    """Connect as a dialer, send ``first(challenge)`` (if any), return the close code and reason."""
+    async with raw_link(url) as (ws, challenge):
         if first is not None:
-            await ws.send_bytes(first)
+            await ws.send_bytes(first(challenge))
         msg = await ws.receive(timeout=3.0)
         assert msg.type is aiohttp.WSMsgType.CLOSE
         return msg.data, msg.extra or ""
@@ -235,8 +253,7 @@ async def raw_close(url: str, first: bytes | None) -> tuple[int | None, str]:
 
 async def test_a_bad_hello_is_closed_with_4401_and_no_link(make_node: MakeNode) -> None:
     b = await make_node(2)
-    forged = make_hello(peer_id(9))[:-1] + b"\x00"
-    code, reason = await raw_close(b.url, forged)
+    code, reason = await raw_close(b.url, lambda c: make_hello(peer_id(9), c)[:-1] + b"\x00")
     assert code == CLOSE_HELLO_REFUSED
     assert reason
     assert b.transport.links() == []
@@ -245,6 +262,38 @@ async def test_a_bad_hello_is_closed_with_4401_and_no_link(make_node: MakeNode) 
         b.transport.metrics.value("krill_frames_rejected_total", transport="ws", reason="hello")
         == 1
     )
+
+
+async def test_a_replayed_hello_from_an_earlier_handshake_is_refused(make_node: MakeNode) -> None:
+    b = await make_node(2)
+    recorded: list[bytes] = []
+
+    def record(challenge: bytes) -> bytes:
+        recorded.append(make_hello(peer_id(9), challenge))
+        return recorded[-1]
+
+    async with raw_link(b.url) as (ws, challenge):
+        await ws.send_bytes(record(challenge))
+        answer = await ws.receive(timeout=3.0)
+        assert identify(answer.data, OUR_CHALLENGE) == b.peer
+    await until(lambda: b.events == [(peer_id(9), True), (peer_id(9), False)])
+
+    # The same bytes, sent again: the new handshake's challenge differs, so they are refused.
+    code, _ = await raw_close(b.url, lambda challenge: recorded[0])
+    assert code == CLOSE_HELLO_REFUSED
+    assert b.events == [(peer_id(9), True), (peer_id(9), False)]
+    assert (
+        b.transport.metrics.value("krill_frames_rejected_total", transport="ws", reason="hello")
+        == 1
+    )
+
+
+async def test_a_dialer_without_a_challenge_is_refused(make_node: MakeNode) -> None:
+    b = await make_node(2)
+    async with aiohttp.ClientSession() as session, session.ws_connect(b.url) as ws:
+        msg = await ws.receive(timeout=3.0)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, CLOSE_HELLO_REFUSED)
+    assert b.transport.links() == []
 
 
 async def test_a_dialer_that_says_nothing_is_closed_with_4401(make_node: MakeNode) -> None:
@@ -287,8 +336,10 @@ async def test_a_hello_answer_naming_another_peer_is_refused(
     async def impostor(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        theirs = bytes.fromhex(request.headers[CHALLENGE_HEADER])
+        await ws.send_bytes(bytes(16))
         await ws.receive(timeout=3.0)
-        await ws.send_bytes(make_hello(peer_id(8)))  # ignores whom the dialer asked for
+        await ws.send_bytes(make_hello(peer_id(8), theirs))  # ignores whom the dialer asked for
         await ws.receive(timeout=3.0)
         return ws
 
@@ -312,10 +363,10 @@ async def test_a_hello_answer_naming_another_peer_is_refused(
 
 async def test_a_text_message_closes_the_link_with_1003(make_node: MakeNode) -> None:
     b = await make_node(2)
-    async with aiohttp.ClientSession() as session, session.ws_connect(b.url) as ws:
-        await ws.send_bytes(make_hello(peer_id(9)))
+    async with raw_link(b.url) as (ws, challenge):
+        await ws.send_bytes(make_hello(peer_id(9), challenge))
         answer = await ws.receive(timeout=3.0)
-        assert identify(answer.data) == b.peer
+        assert identify(answer.data, OUR_CHALLENGE) == b.peer
         await ws.send_str("hello as text")
         msg = await ws.receive(timeout=3.0)
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1003)
@@ -372,8 +423,8 @@ async def test_simultaneous_dials_leave_one_link_per_pair(make_node: MakeNode, f
 async def test_duplicate_link_close_uses_a_normal_code_and_its_reason(make_node: MakeNode) -> None:
     a, b = await make_node(1), await make_node(2)
     await linked(a, b)  # dialed by the smaller id: this link wins
-    async with aiohttp.ClientSession() as session, session.ws_connect(a.url) as ws:
-        await ws.send_bytes(make_hello(b.peer))
+    async with raw_link(a.url) as (ws, challenge):
+        await ws.send_bytes(make_hello(b.peer, challenge))
         msg = await ws.receive(timeout=3.0)
     assert (msg.type, msg.data, msg.extra) == (
         aiohttp.WSMsgType.CLOSE,
@@ -444,8 +495,8 @@ async def test_a_full_queue_drops_new_frames_and_counts_them(
 
 async def test_stop_closes_links_going_away_and_is_idempotent(make_node: MakeNode) -> None:
     b = await make_node(2)
-    async with aiohttp.ClientSession() as session, session.ws_connect(b.url) as ws:
-        await ws.send_bytes(make_hello(peer_id(9)))
+    async with raw_link(b.url) as (ws, challenge):
+        await ws.send_bytes(make_hello(peer_id(9), challenge))
         await ws.receive(timeout=3.0)
         await until(lambda: b.transport.links() == [peer_id(9)])
         await asyncio.gather(b.transport.stop(), b.transport.stop())
@@ -469,7 +520,9 @@ async def test_stop_on_the_dialing_side_tells_the_peer(make_node: MakeNode) -> N
 
 
 async def test_dial_refuses_bad_peers_and_a_stopped_transport() -> None:
-    links = WsLinkTransport(peer_id(1), hello=lambda: make_hello(peer_id(1)), identify=identify)
+    links = WsLinkTransport(
+        peer_id(1), hello=lambda c: make_hello(peer_id(1), c), identify=identify
+    )
     with pytest.raises(RuntimeError):
         links.dial(peer_id(2), "ws://127.0.0.1:9/krill/v1/link")
     await links.start(lambda data, link: None)

@@ -44,10 +44,41 @@ const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------------------ the API
 
+// A peer with http.token_file wants a token on every request. It can be handed to the page
+// once in its address (#token=...), which is then cleared from the address bar, or typed in
+// when the peer answers 401; it is kept in this browser's storage for this peer's origin.
+const TOKEN_KEY = "krill-token";
+let tokenAsked = false;
+
+function takeTokenFromAddress() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+  if (match) {
+    localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    const rest = window.location.hash.replace(/(^#|&)token=[^&]*/, "$1").replace(/^#&/, "#");
+    const { pathname, search } = window.location;
+    history.replaceState(null, "", pathname + search + (rest === "#" ? "" : rest));
+  }
+}
+
+const currentToken = () => localStorage.getItem(TOKEN_KEY) || "";
+
+function askForToken() {
+  if (tokenAsked) return;
+  tokenAsked = true;
+  const given = window.prompt("This peer needs an access token (see http.token_file):");
+  if (given) {
+    localStorage.setItem(TOKEN_KEY, given.trim());
+    window.location.reload();
+  }
+}
+
 async function api(path, options = {}) {
   let response;
+  const token = currentToken();
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
   try {
-    response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+    response = await fetch(path, { ...options, headers });
   } catch (err) {
     return { ok: false, status: 0, error: `cannot reach the peer: ${err.message}` };
   }
@@ -58,6 +89,7 @@ async function api(path, options = {}) {
   } catch {
     data = null;
   }
+  if (response.status === 401) askForToken();
   if (!response.ok) {
     const error = data && typeof data.error === "string"
       ? data.error
@@ -152,7 +184,8 @@ function setLive(status, text = status) {
 // -------------------------------------------------------------------------- the stream
 
 function connect() {
-  const source = new EventSource("/events");
+  const token = currentToken();
+  const source = new EventSource(token ? `/events?token=${encodeURIComponent(token)}` : "/events");
   setLive("connecting");
 
   // "open" fires once the peer has subscribed this stream (it subscribes before answering),
@@ -558,6 +591,7 @@ function start() {
     if (view.selected !== null) loadSeries(view.selected);
   });
 
+  takeTokenFromAddress();
   const wanted = /^#node=(.+)$/.exec(location.hash);
   if (wanted) {
     view.selected = decodeURIComponent(wanted[1]);
