@@ -1,8 +1,8 @@
 """The client-facing ``GET /ws/{doc}`` route: plain y-protocols, for stock Yjs clients.
 
 A browser or Node.js script using y-websocket joins one host doc by connecting to
-``ws://HOST:PORT/ws/{doc}`` (optionally ``?token=...``). Everyone connected to the same doc
-shares a *room*:
+``ws://HOST:PORT/ws/{doc}`` (with ``?token=...`` or an ``Authorization: Bearer`` header).
+Everyone connected to the same doc shares a *room*:
 
 * on open the server sends its sync step 1 (its state vector) and the awareness states it
   remembers; every client step 1 is answered with a step 2, even an empty one, because a
@@ -342,7 +342,7 @@ class YjsRooms:
             The WebSocket response, closed.
         """
         doc = request.match_info["doc"]
-        token = request.query.get("token")
+        token = _token(request)
         ws = web.WebSocketResponse(
             max_msg_size=self.options.max_message_size,
             heartbeat=self.options.heartbeat,
@@ -699,6 +699,17 @@ class YjsRooms:
             reason,
             detail,
         )
+
+
+def _token(request: web.Request) -> str | None:
+    """The client's token: ``Authorization: Bearer X`` (Node.js clients), else ``?token=X``.
+
+    Browsers cannot set headers on a WebSocket, hence the query parameter.
+    """
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("token") or None
 
 
 def _reason(exc: FrameError) -> str:
