@@ -137,3 +137,52 @@ async def test_an_edit_in_one_dashboard_appears_live_in_another_peers_dashboard(
         await page.screenshot(path=str(path), full_page=True)
         print(f"screenshot: {path}")
     assert errors == []
+
+
+async def test_a_peer_with_tokens_asks_for_one_and_then_works(
+    browser: Browser, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from krill_crdt.runtime.access import new_token
+    from krill_crdt.runtime.config import HttpConfig
+
+    token = new_token()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"operator {token}\n")
+    tokens.chmod(0o600)
+    swarm = Swarm(tmp_path)
+    config = replace(
+        swarm.config("alpha"), http=HttpConfig(listen="127.0.0.1:0", token_file=tokens)
+    )
+    peer = await Peer(config).start()
+    errors: list[str] = []
+    try:
+        await peer.create(Node.new(NodeType.Project, host="alpha", parent="alpha", id="garden"))
+
+        # Without a token the page asks for one (a 401 from the API), then loads with it.
+        page = await browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        asked: list[str] = []
+
+        async def answer(dialog: object) -> None:
+            from playwright.async_api import Dialog
+
+            assert isinstance(dialog, Dialog)
+            asked.append(dialog.message)
+            await dialog.accept(token)
+
+        page.on("dialog", answer)
+        await page.goto(peer.url + "/")
+        await expect(page.locator('[data-node-id="garden"]')).to_be_visible(timeout=WAIT_MS)
+        await expect(page.locator("#live")).to_have_text("live", timeout=WAIT_MS)
+        assert len(asked) == 1 and "token" in asked[0]
+
+        # A token handed over in the address is taken and removed from the address bar.
+        fresh = await browser.new_page()
+        await fresh.goto(f"{peer.url}/#token={token}")
+        await expect(fresh.locator('[data-node-id="garden"]')).to_be_visible(timeout=WAIT_MS)
+        assert "token" not in fresh.url
+    finally:
+        await peer.stop()
+    assert errors == []

@@ -26,6 +26,7 @@ class Swarm:
         self.root = root
         self.key = root / "swarm.key"
         self.key.write_bytes(random.randbytes(32))
+        self.key.chmod(0o600)
         self.group = f"239.255.{random.randint(1, 254)}.{random.randint(1, 254)}"
         self.port = random.randint(20_000, 32_000)
         self.peers: list[Peer] = []

@@ -213,6 +213,8 @@ function connect() {
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
       setLive("offline");
+      // An event stream cannot tell why it was refused; a plain read can (401: a token).
+      api("/nodes?type=Server");
       setTimeout(connect, RECONNECT_MS);
     } else {
       setLive("reconnecting");
