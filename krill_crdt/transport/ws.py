@@ -26,7 +26,11 @@ given up move to the one kept; frames already in flight on it may be lost, which
 anti-entropy heals.
 
 Example:
-    >>> links = WsLinkTransport(peer_id, hello=engine.hello, identify=engine.identify)
+    >>> links = WsLinkTransport(
+    ...     peer_id,
+    ...     hello=lambda challenge: engine.hello(time.time(), challenge),
+    ...     identify=engine.identify,
+    ... )
     >>> app.router.add_routes(links.routes())          # the caller owns the app and runner
     >>> await links.start(engine.deliver)
     >>> links.dial(other_peer_id, "ws://192.168.1.20:8442/krill/v1/link")
