@@ -7,6 +7,7 @@
 #   scripts/dev.sh demo    set up, then write a demo project into ./.krill and print it
 #   scripts/dev.sh setup   only set up (virtualenv in .venv, compiled hot path)
 #   scripts/dev.sh bench   set up, then print the side-by-side microbenchmarks
+#   scripts/dev.sh fuzz    set up (atheris too), then fuzz every decoder, $FUZZ_RUNS inputs each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,8 +65,8 @@ setup() {
 }
 
 lint() {
-    "$VENV/bin/ruff" check krill_crdt tests bench
-    "$VENV/bin/ruff" format --check krill_crdt tests bench
+    "$VENV/bin/ruff" check krill_crdt tests bench fuzz
+    "$VENV/bin/ruff" format --check krill_crdt tests bench fuzz
     "$VENV/bin/mypy"
 }
 
@@ -88,5 +89,10 @@ case "$cmd" in
     test) setup; run_tests "$@" ;;
     lint) setup; lint ;;
     bench) setup; exec "$VENV/bin/krill" bench "$@" ;;
-    *) echo "usage: scripts/dev.sh setup|serve|demo|test|lint|bench" >&2; exit 2 ;;
+    fuzz)
+        setup
+        "$PY" -c 'import atheris' 2>/dev/null || "$PY" -m pip install --quiet atheris
+        exec "$PY" -m fuzz.run all --runs "${FUZZ_RUNS:-100000}" "$@"
+        ;;
+    *) echo "usage: scripts/dev.sh setup|serve|demo|test|lint|bench|fuzz" >&2; exit 2 ;;
 esac

@@ -172,9 +172,17 @@ def _from_toml(key: Key, value: object, base: Path) -> object:
     if not isinstance(value, str):
         raise ValueError("must be a string")
     if key.kind == "path":
-        path = Path(value).expanduser()
+        path = _expand(value)
         return path if path.is_absolute() else base / path
     return value
+
+
+def _expand(text: str) -> Path:
+    """``~`` and ``~user`` expanded; ValueError for a user this machine does not have."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise ValueError("starts with ~ of a user this machine does not know") from None
 
 
 def _from_env(key: Key, text: str) -> object:
@@ -196,7 +204,7 @@ def _from_env(key: Key, text: str) -> object:
     if key.kind == "list":
         return tuple(item.strip() for item in text.split(",") if item.strip())
     if key.kind == "path":
-        return Path(text).expanduser()
+        return _expand(text)
     return text
 
 
@@ -219,6 +227,13 @@ def _read_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not valid TOML: not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from None
+    except ValueError as exc:
+        # An integer too long to convert (Python caps them at 4300 digits).
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
 
 

@@ -46,7 +46,6 @@ from typing import Any, Final, NoReturn
 import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
-from pycrdt import Doc
 
 from .. import __version__
 from ..errors import (
@@ -63,6 +62,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..model import FIELDS, SCHEMA, Node, NodeState, NodeType, check_host_id, check_id
 from ..store import Change, ChangeStream, HostDoc, Origin, Store
+from ..store.hostdoc import trial_apply
 from .limits import RateLimit, SourceLimits
 
 __all__ = [
@@ -623,7 +623,7 @@ class HttpApi:
         check_id("id", node_id)
         for key in body:
             if key not in FIELDS:
-                raise ValidationError(key, "is not a node field", node_id=node_id)
+                raise ValidationError(key or '""', "is not a node field", node_id=node_id)
         for key in ("type", "parent"):
             if key not in body:
                 rule = "is required to create a node" + (
@@ -730,10 +730,7 @@ class HttpApi:
         if doc not in self.store.docs():
             # Store.apply makes the host doc before decoding; a scratch decode first keeps a
             # refused update from leaving an empty host doc behind.
-            try:
-                Doc().apply_update(update)
-            except ValueError as exc:
-                raise UpdateRejectedError(f"host doc {doc!r}: update rejected: {exc}") from None
+            trial_apply(update, f"host doc {doc!r}: update rejected")
         self.store.apply(doc, update, origin=HTTP_ORIGIN)
         await self.store.flush()
 
