@@ -26,7 +26,10 @@ FAN_OUT = 3
 
 
 class _Trivial:
+    """Does what a Button does: proceeds at once (and says so, as the Button processor does)."""
+
     type: ClassVar[NodeType] = NodeType.Button
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         return Outcome(True, None)

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_ADDRESS_CHARS",
     "MAX_CRON_CHARS",
     "MAX_EXPRESSION_CHARS",
+    "MAX_JSON_PATH_CHARS",
     "MAX_PATTERN_CHARS",
     "MAX_PORT_CHARS",
     "MAX_TOPIC_CHARS",
@@ -28,6 +29,7 @@ __all__ = [
     "expression",
     "host_address",
     "http_url",
+    "json_path",
     "optional_http_url",
     "regex_pattern",
     "serial_port",
@@ -62,6 +64,10 @@ MAX_PORT_CHARS = 512
 #: Longest MQTT topic filter kept here. MQTT allows 65535 bytes; our own topics
 #: (krill/v1/{swarm}/{doc}/update) stay well under 300 characters.
 MAX_TOPIC_CHARS = 512
+
+#: Longest path into a JSON message (``"sensors.0.temp"``). Real payloads nest a few levels;
+#: the bound keeps a path from costing more to walk than the message it points into.
+MAX_JSON_PATH_CHARS = 256
 
 #: Longest line-parsing regular expression. One capture group around a number needs a few dozen.
 MAX_PATTERN_CHARS = 256
@@ -263,6 +269,27 @@ def topic_filter(field: str, value: object) -> str:
             raise ValidationError(field, "wildcards '+' and '#' must be whole levels", shown(text))
         if level == "#" and index != len(levels) - 1:
             raise ValidationError(field, "'#' may only be the last level", shown(text))
+    return text
+
+
+def json_path(field: str, value: object) -> str:
+    """Check a path into a JSON message: keys (or list indexes) joined by ``.``; ``""`` means
+    the message itself.
+
+    Returns:
+        The path.
+
+    Raises:
+        ValidationError: too long, with control characters or spaces, or with an empty key
+            (``"a..b"``, a leading or trailing dot).
+    """
+    text = check_text(field, value, MAX_JSON_PATH_CHARS)
+    if not text:
+        return text
+    if any(c.isspace() for c in text):
+        raise ValidationError(field, "must not hold spaces", shown(text))
+    if any(not key for key in text.split(".")):
+        raise ValidationError(field, "must be keys joined by '.', none of them empty", shown(text))
     return text
 
 

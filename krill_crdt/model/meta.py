@@ -45,6 +45,7 @@ __all__ = [
     "MAX_TIMER_MS",
     "MAX_UNIT_CHARS",
     "MAX_USER_AGENT_CHARS",
+    "MAX_VERSION_CHARS",
     "MIN_TIMER_MS",
     "ButtonMeta",
     "CalculationMeta",
@@ -117,8 +118,14 @@ BAUD_RATES = (
     2500000, 3000000, 3500000, 4000000,
 )  # fmt: skip
 
+#: Longest release string a server reports ("1.4.0rc2+g1234abc"): a version, not a note.
+MAX_VERSION_CHARS = 64
+
 # Lowest and highest TCP port.
 _PORT = IntIn(1, 65535)
+
+# A Unix time in seconds, or None while unknown.
+_WHEN = Maybe(Real(lo=0.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,13 +157,24 @@ class ExecutorMeta(ChainMeta):
 class ServerMeta(Meta):
     """Meta of a server: a host that owns a host doc and runs its nodes.
 
+    The status fields are written by the server itself, when it starts and then every half
+    minute or so, never by anyone else.
+
     Attributes:
         address: host name or IP address others reach it at; ``""`` while unknown.
         port: its HTTP port.
+        version: the krill_crdt release it runs; ``""`` before it first started.
+        started_at: when it last started (Unix time, seconds); ``None`` before that.
+        uptime_s: seconds it had been up when it last wrote its status.
+        last_seen: when it last wrote its status (its own clock): how stale the status is.
     """
 
     address: Annotated[str, formats.host_address] = ""
     port: Annotated[int, _PORT] = DEFAULT_HTTP_PORT
+    version: Annotated[str, Text(MAX_VERSION_CHARS)] = ""
+    started_at: Annotated[float | None, _WHEN] = None
+    uptime_s: Annotated[float, Real(lo=0.0)] = 0.0
+    last_seen: Annotated[float | None, _WHEN] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,10 +184,16 @@ class ClientMeta(Meta):
     Attributes:
         user_agent: what the client says it is.
         token_id: id of the API token it signed in with (never the token); ``""`` if none.
+        last_seen: when the client last said it was there (Unix time, seconds, written by the
+            client); ``None`` if never.
+        online: whether ``last_seen`` is recent, as the host judged it when it last wrote
+            its status.
     """
 
     user_agent: Annotated[str, Text(MAX_USER_AGENT_CHARS)] = ""
     token_id: Annotated[str, check_id_or_empty] = ""
+    last_seen: Annotated[float | None, _WHEN] = None
+    online: Annotated[bool, Flag()] = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,12 +212,16 @@ class PeerMeta(Meta):
     """Meta of a peer a server has seen in the swarm.
 
     Attributes:
-        peer_id: the peer's id, as its beacons carry it.
+        peer_id: the peer's id, as its beacons carry it (hex).
         endpoint: its HTTP endpoint (``http://...`` or ``https://...``); ``""`` while unknown.
+        online: whether the server hears from it, as of the server's last status write.
+        last_seen: when the server last heard from it (the server's clock); ``None`` if never.
     """
 
     peer_id: Annotated[str, check_id]
     endpoint: Annotated[str, formats.optional_http_url] = ""
+    online: Annotated[bool, Flag()] = False
+    last_seen: Annotated[float | None, _WHEN] = None
 
 
 # Inputs and values.
@@ -210,6 +238,10 @@ class PinMeta(ChainMeta):
         initial: level driven when the pin is claimed: ``low`` or ``high``.
         shutdown: level left behind when the host stops: ``low`` or ``high``.
         active_low: the pin's logical "on" is the electrical low level.
+        level: the logical state it was last driven to or read at (for ``pwm``: whether the
+            duty is above zero); ``None`` before its host first drove or read it.
+        duty: the PWM duty cycle last set, in percent; ``None`` for other modes.
+        level_time: when ``level`` last changed (Unix time, seconds); ``None`` with it.
     """
 
     pin: Annotated[int, IntIn(0, BCM_PIN_MAX)]
@@ -218,6 +250,9 @@ class PinMeta(ChainMeta):
     initial: Annotated[str, OneOf(("low", "high"))] = "low"
     shutdown: Annotated[str, OneOf(("low", "high"))] = "low"
     active_low: Annotated[bool, Flag()] = False
+    level: Annotated[bool | None, Maybe(Flag())] = None
+    duty: Annotated[float | None, Maybe(Real(lo=0.0, hi=100.0))] = None
+    level_time: Annotated[float | None, _WHEN] = None
 
 
 def _snapshot(field: str, value: object) -> float | bool | str:
@@ -305,15 +340,43 @@ class SerialDeviceMeta(Meta):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttBridgeMeta(Meta):
-    """Meta of an MQTT bridge whose messages feed the data points under it.
+    """Meta of an MQTT bridge between the broker and the data points of its host.
 
     Attributes:
-        topic: MQTT topic filter to subscribe to (``+`` and ``#`` allowed as whole levels).
+        topic: the MQTT topic it publishes to, or the filter it subscribes to (``+`` and
+            ``#`` allowed as whole levels, for subscribing only).
         qos: MQTT quality of service, 0..2.
+        direction: ``publish`` (the value its chain brings goes to ``topic``), ``subscribe``
+            (each message on ``topic`` becomes a new value of the data points under it) or
+            ``both``; ``both`` needs a plain topic.
+        value_path: where the value sits in a JSON object message, as keys joined by ``.``
+            (``"value"``, ``"sensor.temp"``); ``""`` takes the whole message. A message that
+            is a bare number, boolean or text is its own value whatever the path.
+        retain: published messages are retained by the broker, so a subscriber that comes
+            later gets the last value at once.
     """
 
     topic: Annotated[str, formats.topic_filter]
     qos: Annotated[int, OneOf((0, 1, 2))] = 1
+    direction: Annotated[str, OneOf(("publish", "subscribe", "both"))] = "publish"
+    value_path: Annotated[str, formats.json_path] = "value"
+    retain: Annotated[bool, Flag()] = False
+
+    def _check_together(self) -> None:
+        if self.direction == "both" and ("+" in self.topic or "#" in self.topic):
+            raise ValidationError(
+                "meta.topic", "must be a plain topic (no '+' or '#') for direction 'both'"
+            )
+
+    @property
+    def publishes(self) -> bool:
+        """True when the bridge publishes what its chain brings."""
+        return self.direction != "subscribe"
+
+    @property
+    def subscribes(self) -> bool:
+        """True when the bridge feeds the data points under it from the broker."""
+        return self.direction != "publish"
 
 
 # Filters, which sit under a data point and decide whether a new value is kept.
@@ -374,10 +437,13 @@ class HighThresholdMeta(ChainMeta):
     Attributes:
         level: the level.
         hysteresis: how far the value must fall back below ``level`` to re-arm, >= 0.
+        armed: whether the next rise to ``level`` fires (written by its host when it
+            changes); ``None`` until the host has seen a first value.
     """
 
     level: Annotated[float, Real()]
     hysteresis: Annotated[float, Real(lo=0.0)] = 0.0
+    armed: Annotated[bool | None, Maybe(Flag())] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -387,10 +453,13 @@ class LowThresholdMeta(ChainMeta):
     Attributes:
         level: the level.
         hysteresis: how far the value must climb back above ``level`` to re-arm, >= 0.
+        armed: whether the next fall to ``level`` fires (written by its host when it
+            changes); ``None`` until the host has seen a first value.
     """
 
     level: Annotated[float, Real()]
     hysteresis: Annotated[float, Real(lo=0.0)] = 0.0
+    armed: Annotated[bool | None, Maybe(Flag())] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

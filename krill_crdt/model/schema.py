@@ -19,11 +19,17 @@ from ._rules import shown
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "is_newer_minor", "parse_schema", "readable_schema"]
 
-#: The schema this release writes, as stored in every node.
-SCHEMA: str = "1.0"
+#: The schema this release writes, as stored in every node. Minor 1 added the status and
+#: result fields the runtime writes (server, client, project and peer status, a pin's level,
+#: a threshold's armed flag) and the MqttBridge's direction, value path and retain flag.
+SCHEMA: str = "1.1"
+
+# NOTE: a node created under "1.0" keeps that schema string when a host later writes 1.1
+# NOTE: fields into it (an edit keeps a node's schema), and a 1.0 reader refuses those keys.
+# NOTE: This matters only in a swarm that mixes 1.0 and 1.1 releases.
 
 #: :data:`SCHEMA` as numbers, for comparisons.
-SCHEMA_VERSION: tuple[int, int] = (1, 0)
+SCHEMA_VERSION: tuple[int, int] = (1, 1)
 
 # Canonical decimal numbers only ("1.0", never "01.0" or "1.00"), so one version has one
 # spelling and comparing the strings of two equal versions never disagrees. Four digits per part

@@ -35,7 +35,7 @@ from .. import __version__
 from ..errors import AccessDeniedError, KrillError, StoreClosedError, ValidationError
 from ..metrics import Metrics
 from ..model import Node, NodeType
-from ..store import HostDoc, Origin, Store
+from ..store import HostDoc, Origin, Store, Update
 from ..store.changes import ChangeStream
 from ..sync.docs import StoreDocs
 from ..sync.engine import (
@@ -61,6 +61,7 @@ from .executor import ChainExecutor, ChainResult
 from .hardware.gpio import open_backend
 from .processors.base import Processor
 from .processors.registry import make_registry
+from .processors.structural import STATUS_PERIOD, status_changes
 from .webhooks import webhook_routes
 
 __all__ = ["LOCAL_TRANSPORTS", "Peer"]
@@ -324,7 +325,7 @@ class Peer:
         )
         gpio = open_backend(cfg.gpio.backend)
         self._http = aiohttp.ClientSession()
-        self._devices = Devices(own, gpio, self._processors, self.invoke)
+        self._devices = Devices(own, gpio, self._processors, self.invoke, resources=self.resources)
         self.resources.update(series=store.series, http=self._http, gpio=gpio, serial=self._devices)
         for doc in store.docs().values():
             self._watch(doc)
@@ -354,6 +355,8 @@ class Peer:
                 metrics=self.metrics,
                 on_connected=self._on_broker_connected,
             )
+            # MqttBridge nodes publish and subscribe on the swarm's own broker session.
+            self.resources["mqtt"] = self._transports["mqtt"]
 
         # Step 4: the HTTP server: REST API, /sync, /ws rooms, peer links.
         await self._serve_http(store, own, server_tls)
@@ -363,9 +366,10 @@ class Peer:
             await transport.start(self._deliver)
         self._driver = asyncio.get_running_loop().create_task(self._drive())
         await self._devices.start()
+        await self._start_status()
         for url in cfg.discovery.static_peers:
             self._spawn(self._dial_static(url))
-        log.info("peer %s (%s) up at %s", self.host, self.id.hex()[:8], self.url)
+        log.info("peer %s (id %s) up at %s", self.host, self.id.hex(), self.url)
 
     async def _serve_http(
         self, store: Store, own: HostDoc, server_tls: ssl.SSLContext | None
@@ -760,3 +764,46 @@ class Peer:
             follows=sorted(self._store.hosts()) if self._store else [],
             peers=sorted(p.hex() for p in engine.peers()) if engine else [],
         )
+
+    # ------------------------------------------------------------------ structural status
+
+    #: Seconds between two status writes of this host's structural nodes.
+    status_period: float = STATUS_PERIOD
+
+    async def _start_status(self) -> None:
+        """Write the status of this host's structural nodes before the peer counts as up,
+        then keep it current every status period."""
+        started_at = time.time()
+        await self._write_status(started_at)
+        self._spawn(self._keep_status(started_at))
+
+    async def _keep_status(self, started_at: float) -> None:
+        while True:
+            await asyncio.sleep(self.status_period)
+            try:
+                await self._write_status(started_at)
+            except KrillError as exc:
+                log.warning("host doc %s: status not written: %s", self.host, exc)
+
+    async def _write_status(self, started_at: float) -> None:
+        """Write what changed in the status of this host's structural nodes."""
+        store = self.store
+        own = store.doc(self.host)
+        engine = self._engine
+        heard = {peer.hex(): at for peer, at in engine.peers().items()} if engine else {}
+        writes = status_changes(
+            own.list_nodes(),
+            host=self.host,
+            started_at=started_at,
+            now=time.time(),
+            peers_seen=heard,
+            errors=own.errors.to_py() or {},
+        )
+        for node_id, (state, message) in writes.states.items():
+            own.set_error(node_id, state, message)
+        # NOTE: meta is one field of a node, so a status write racing another peer's edit of
+        # NOTE: the same node's meta keeps only one of the two (the later); the edit wins again
+        # NOTE: once made after the write. Writes come once a status period and only on change.
+        updates = [Update(node_id, {"meta": meta}) for node_id, meta in writes.meta.items()]
+        if updates:
+            await store.batch(self.host, updates)

@@ -11,6 +11,13 @@ topic (under the swarm)           QoS    retained  carries
 ``peer/{peer}/presence``          1      yes       ``{"state": "online"|"offline", ...}``
 ================================  =====  ========  ==================================
 
+Bridges share the connection: MqttBridge nodes publish to and subscribe to topics of their
+own, outside ``krill/``, through :meth:`MqttTransport.publish` and
+:meth:`MqttTransport.subscribe` (the peer offers the transport as its ``"mqtt"`` resource).
+Their messages queue behind and between the swarm's frames, in one order, and may fill at most
+half of the queue (:data:`BRIDGE_QUEUE_SHARE`), so a chatty bridge cannot crowd out
+replication.
+
 The presence topic is also the connection's last will (``offline``, retained), so a peer that
 dies without a clean stop is seen offline once the broker notices. The transport never decodes
 a frame: the origin inside each frame tells the sync engine who sent it, so every received
@@ -37,9 +44,16 @@ NOTE: a publisher that outruns a subscriber fills that subscriber's queue on the
 messages for it silently. Anti-entropy after the next beacon heals the gap; raise the broker's
 limit where peers publish long bursts (see contrib/mosquitto/mosquitto.conf).
 
-NOTE: MQTT 3.1.1 has no "no local" subscription option, so a peer receives its own updates
-back from the broker; they cost one decode before the engine drops them by origin. Own
-beacons and presence are dropped here, by topic.
+The connection speaks MQTT 5 so that bridge subscriptions can carry the "no local" option:
+the broker does not send a bridge's own messages back, so a bridge that publishes and
+subscribes one topic does not feed on what it published (no echo loop between a data point
+and its bridge). The swarm's own subscriptions go without it: a peer's own updates come back
+and cost one decode before the engine drops them by origin, which keeps a peer's view of the
+broker the same as every other peer's. Own beacons and presence are dropped here, by topic.
+
+NOTE: "no local" is per connection, not per bridge: a bridge of this peer does not receive
+what another bridge of the same peer publishes on its topic. Chain the two inside the host
+(a target) instead of through the broker.
 """
 
 from __future__ import annotations
@@ -54,12 +68,14 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..errors import KrillError, ValidationError
 from ..metrics import Metrics
@@ -67,7 +83,9 @@ from ..sync.link import PEER_ID_SIZE, Link, Send
 from .base import Deliver
 
 __all__ = [
+    "BRIDGE_QUEUE_SHARE",
     "DEFAULT_QUEUE_SIZE",
+    "BridgeHandler",
     "MqttOptions",
     "MqttRefusedError",
     "MqttTransport",
@@ -91,6 +109,15 @@ DEFAULT_TLS_PORT = 8883
 #: worst, and it holds a burst of anti-entropy answers for many docs, or a minute of a busy
 #: peer's edits during a short outage; what is lost beyond it anti-entropy heals on reconnect.
 DEFAULT_QUEUE_SIZE = 4096
+
+#: Part of the send queue that bridge messages may fill. Frames heal by anti-entropy when
+#: dropped and bridge messages do not, but a bridge publishing faster than the broker takes
+#: must not starve replication either: half the queue is theirs at most, and a bridge publish
+#: beyond that fails at once (its node shows the error).
+BRIDGE_QUEUE_SHARE = 0.5
+
+#: The kind of a bridge message in the send queue (frames carry their frame kind).
+_BRIDGE = "bridge"
 
 #: Publishes handed to the client and not yet acknowledged. One at a time costs a round trip
 #: per frame (200 frames/s on a 5 ms Wi-Fi link); thousands at once run into aiomqtt's per-call
@@ -134,6 +161,12 @@ _REFUSALS = {
     138: "this client is banned",
     140: "the authentication method is not supported",
 }
+
+#: Longest topic a bridge may use: the topic filter limit of the node model.
+MAX_BRIDGE_TOPIC_CHARS = 512
+
+#: Receives a bridge message: ``handler(topic, payload)``.
+BridgeHandler = Callable[[str, bytes], None]
 
 #: The cap on keys a _LogOnce remembers, so a flood of distinct sources cannot grow it forever.
 _LOG_ONCE_KEYS = 1024
@@ -309,16 +342,56 @@ class MqttOptions:
 
 
 class _Outgoing:
-    """One frame on its way to the broker."""
+    """One frame or bridge message on its way to the broker.
 
-    __slots__ = ("attempts", "kind", "payload", "qos", "topic")
+    ``done`` (bridge messages only) resolves once the broker has it: acknowledged for QoS 1
+    and 2, written to the socket for QoS 0; it fails if the message is dropped.
+    """
 
-    def __init__(self, topic: str, payload: bytes, qos: int, kind: str) -> None:
+    __slots__ = ("attempts", "done", "kind", "payload", "qos", "retain", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        kind: str,
+        *,
+        retain: bool = False,
+        done: asyncio.Future[None] | None = None,
+    ) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.kind = kind
+        self.retain = retain
+        self.done = done
         self.attempts = 0
+
+    def delivered(self, metrics: Metrics, transport: str) -> None:
+        """The broker has it: count a frame, or tell the bridge that waits for it."""
+        if self.done is None:
+            metrics.sent(transport, self.kind)
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    def dropped(self, error: Exception) -> None:
+        """It will not reach the broker: tell the bridge that waits for it, if any."""
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(error)
+            # The bridge may have given up waiting (its node timed out): nobody may read it.
+            self.done.exception()
+
+
+class _BridgeSubscription:
+    """One bridge's interest in one topic filter."""
+
+    __slots__ = ("handler", "qos", "topic_filter")
+
+    def __init__(self, topic_filter: str, qos: int, handler: BridgeHandler) -> None:
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.handler = handler
 
 
 class _LogOnce:
@@ -410,6 +483,10 @@ class MqttTransport:
         self._ever_connected = False
         self._full_warned = False
         self._log_once = _LogOnce()
+        # Bridge subscriptions by topic filter; several bridges may share one filter.
+        self._bridges: dict[str, list[_BridgeSubscription]] = {}
+        self._client: aiomqtt.Client | None = None
+        self._bridge_tasks: set[asyncio.Task[None]] = set()
 
     # -- public surface ------------------------------------------------------------------------
 
@@ -508,6 +585,85 @@ class MqttTransport:
         self._idle.clear()
         self._wakeup.set()
 
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """Queue a bridge message for ``topic``, in order with everything else queued.
+
+        Args:
+            topic: a plain topic (no wildcards) outside ``krill/``.
+            payload: the message.
+            qos: 0, 1 or 2.
+            retain: ask the broker to keep it as the topic's last message.
+
+        Returns:
+            A future that resolves when the broker has the message (acknowledged for QoS 1
+            and 2, written to the connection for QoS 0) and fails with
+            :class:`MqttTransportError` if it is dropped (the transport stopped, or the
+            message killed the connection :data:`MAX_SEND_ATTEMPTS` times).
+
+        Raises:
+            ValidationError: the topic or the QoS is not usable.
+            MqttTransportError: there is no session with the broker now (the message would
+                wait for an unknown time), or bridge messages already fill their share of the
+                queue.
+        """
+        _check_bridge_topic("topic", topic, wildcards=False)
+        if qos not in (0, 1, 2):
+            raise ValidationError("qos", "must be 0, 1 or 2", qos)
+        if not self._connected:
+            raise MqttTransportError(self.url, "not connected; the message was not sent")
+        if len(self._queue) >= self.options.queue_size * BRIDGE_QUEUE_SHARE:
+            raise MqttTransportError(
+                self.url, f"send queue too full for bridge messages ({len(self._queue)} queued)"
+            )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Outgoing(topic, payload, qos, _BRIDGE, retain=retain, done=done))
+        self._idle.clear()
+        self._wakeup.set()
+        return done
+
+    def subscribe(self, topic_filter: str, qos: int, handler: BridgeHandler) -> Callable[[], None]:
+        """Deliver every message on ``topic_filter`` to ``handler(topic, payload)``.
+
+        The subscription lasts across reconnects until the returned function is called. Its
+        own messages never come back to this peer (MQTT 5 "no local"). Retained messages
+        arrive on every (re)subscribe, like on any MQTT client.
+
+        Args:
+            topic_filter: a topic filter outside ``krill/`` whose first level is not a
+                wildcard (which would also match the swarm's own topics).
+            qos: the highest QoS to receive with.
+            handler: called in the event loop for each message; it must not block. What it
+                raises is logged (once per filter at warning) and does not end the session.
+
+        Returns:
+            A function that ends this subscription (idempotent).
+
+        Raises:
+            ValidationError: the filter or the QoS is not usable.
+        """
+        _check_bridge_topic("topic", topic_filter, wildcards=True)
+        if qos not in (0, 1, 2):
+            raise ValidationError("qos", "must be 0, 1 or 2", qos)
+        subscription = _BridgeSubscription(topic_filter, qos, handler)
+        sharing = self._bridges.setdefault(topic_filter, [])
+        before = max((s.qos for s in sharing), default=-1)
+        sharing.append(subscription)
+        if qos > before:
+            self._live(self._subscribe_bridge(topic_filter))
+
+        def unsubscribe() -> None:
+            subscribers = self._bridges.get(topic_filter, [])
+            if subscription not in subscribers:
+                return
+            subscribers.remove(subscription)
+            if not subscribers:
+                del self._bridges[topic_filter]
+                self._live(self._unsubscribe_bridge(topic_filter))
+
+        return unsubscribe
+
     async def stop(self) -> None:
         """Flush briefly, publish ``offline``, disconnect cleanly; idempotent.
 
@@ -563,6 +719,7 @@ class MqttTransport:
                             await self._session(client)
                         finally:
                             self._connected = False
+                            self._client = None
             except aiomqtt.MqttError as exc:
                 logger.warning("MQTT broker %s: connection lost (%s); reconnecting", self.url, exc)
             except Exception:
@@ -590,8 +747,14 @@ class MqttTransport:
         # Step 1: subscribe (one SUBSCRIBE for all filters), then say we are online. In this
         # order a peer never misses what others send in reply to its presence.
         timeout = self.options.connect_timeout
-        granted = await client.subscribe(self._subscriptions, timeout=timeout)
-        for (topic, _), code in zip(self._subscriptions, granted, strict=False):
+        self._client = client
+        bridges = [
+            (topic_filter, _no_local(max(s.qos for s in subs)))
+            for topic_filter, subs in self._bridges.items()
+        ]
+        wanted = [(topic, SubscribeOptions(qos=qos)) for topic, qos in self._subscriptions]
+        granted = await client.subscribe(wanted + bridges, timeout=timeout)
+        for (topic, _), code in zip(wanted + bridges, granted, strict=False):
             # 0x80 and above is a refusal, usually the broker's ACL. Mosquitto 2.0 grants such
             # subscriptions and then delivers nothing, so this catches other brokers only.
             if _code_value(code) >= 0x80:
@@ -682,6 +845,7 @@ class MqttTransport:
                         item.topic,
                         item.payload,
                         qos=item.qos,
+                        retain=item.retain,
                         timeout=self._ack_timeout,
                     )
                 )
@@ -711,7 +875,7 @@ class MqttTransport:
             if error is not None:
                 raise error
             inflight.popleft()
-            self.metrics.sent(self.name, item.kind)
+            item.delivered(self.metrics, self.name)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "MQTT sent %s (%d bytes) on %s", item.kind, len(item.payload), item.topic
@@ -722,7 +886,7 @@ class MqttTransport:
         again: list[_Outgoing] = []
         for item, ack in self._inflight:
             if ack.done() and not ack.cancelled() and ack.exception() is None:
-                self.metrics.sent(self.name, item.kind)
+                item.delivered(self.metrics, self.name)
                 continue
             ack.cancel()
             if item.attempts >= MAX_SEND_ATTEMPTS:
@@ -736,6 +900,9 @@ class MqttTransport:
                     item.topic,
                     item.attempts,
                 )
+                item.dropped(
+                    MqttTransportError(self.url, f"dropped after {item.attempts} attempts")
+                )
                 continue
             again.append(item)
         self._inflight.clear()
@@ -748,6 +915,8 @@ class MqttTransport:
     def _on_message(self, topic: str, payload: bytes) -> None:
         """Route one received message by its topic (the payload is never decoded)."""
         if not topic.startswith(self._base):
+            if self._bridges:
+                self._to_bridges(topic, payload)
             return
         levels = topic[len(self._base) :].split("/")
         # Frames are counted as received by the engine, once decoded and accepted.
@@ -764,6 +933,63 @@ class MqttTransport:
                 self._hand_over(payload, topic)
             elif what == "presence":
                 self._on_presence_message(peer_hex, payload)
+
+    def _to_bridges(self, topic: str, payload: bytes) -> None:
+        try:
+            received = aiomqtt.Topic(topic)
+        except ValueError:
+            return  # not a topic name (a broker would not send one)
+        for topic_filter, subscribers in list(self._bridges.items()):
+            if not received.matches(topic_filter):
+                continue
+            for subscription in list(subscribers):
+                try:
+                    subscription.handler(topic, payload)
+                except Exception:
+                    self._log_once(
+                        ("bridge", topic_filter),
+                        "MQTT bridge handler for %s failed on a message on %s",
+                        topic_filter,
+                        topic,
+                        exc=True,
+                    )
+
+    def _live(self, change: Coroutine[Any, Any, None]) -> None:
+        """Apply a subscription change to the current session now, if there is one (the next
+        session subscribes to every bridge filter anyway)."""
+        if self._client is None:
+            change.close()
+            return
+        task = asyncio.ensure_future(change)
+        self._bridge_tasks.add(task)
+        task.add_done_callback(self._bridge_tasks.discard)
+
+    async def _subscribe_bridge(self, topic_filter: str) -> None:
+        client = self._client
+        subscribers = self._bridges.get(topic_filter)
+        if client is None or not subscribers:
+            return
+        qos = max(s.qos for s in subscribers)
+        try:
+            await client.subscribe(
+                topic_filter, options=_no_local(qos), timeout=self.options.connect_timeout
+            )
+        except aiomqtt.MqttError as exc:
+            # The session is going down; the next one subscribes again.
+            logger.debug(
+                "MQTT broker %s: subscribing to %s failed: %s", self.url, topic_filter, exc
+            )
+
+    async def _unsubscribe_bridge(self, topic_filter: str) -> None:
+        client = self._client
+        if client is None or topic_filter in self._bridges:
+            return
+        try:
+            await client.unsubscribe(topic_filter, timeout=self.options.connect_timeout)
+        except aiomqtt.MqttError as exc:
+            logger.debug(
+                "MQTT broker %s: unsubscribing from %s failed: %s", self.url, topic_filter, exc
+            )
 
     def _hand_over(self, payload: bytes, topic: str) -> None:
         deliver = self._deliver
@@ -835,7 +1061,10 @@ class MqttTransport:
             logger=_client_logger,
             identifier=self._client_id,
             will=aiomqtt.Will(self._presence_topic, self._presence("offline"), qos=1, retain=True),
-            clean_session=True,
+            # MQTT 5 for the "no local" subscription option; a clean start and the default
+            # session expiry of zero keep no session state on the broker, as before.
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
             timeout=opts.connect_timeout,
             keepalive=opts.keepalive,
             max_queued_incoming_messages=INCOMING_QUEUE_LIMIT,
@@ -910,6 +1139,11 @@ class MqttTransport:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._requeue_inflight()
+        for task in list(self._bridge_tasks):
+            task.cancel()
+        stopped = MqttTransportError(self.url, "transport stopped before the message was sent")
+        for item in self._queue:
+            item.dropped(stopped)
         dropped = len(self._queue)
         if dropped:
             self.metrics.frames_dropped.labels(self.name).inc(dropped)
@@ -919,6 +1153,34 @@ class MqttTransport:
         self._queue.clear()
         self._connected = False
         self._first = None
+
+
+def _no_local(qos: int) -> SubscribeOptions:
+    """Subscription options that keep the broker from sending our own messages back."""
+    return SubscribeOptions(qos=qos, noLocal=True)
+
+
+def _check_bridge_topic(field_name: str, topic: object, *, wildcards: bool) -> str:
+    """Return ``topic`` if a bridge may use it; raise ValidationError otherwise.
+
+    Bridges stay out of ``krill/`` (the swarm's frames live there, and a bridge message
+    would reach every peer's sync engine) and out of ``$`` topics (the broker's own). A filter
+    may not start with a wildcard either, since it would match the swarm's topics as well.
+    """
+    if not isinstance(topic, str) or not topic:
+        raise ValidationError(field_name, "must be a non-empty string", topic)
+    if len(topic) > MAX_BRIDGE_TOPIC_CHARS or "\x00" in topic:
+        raise ValidationError(
+            field_name, f"must be at most {MAX_BRIDGE_TOPIC_CHARS} characters, no NUL", topic
+        )
+    first = topic.split("/", 1)[0]
+    if first in ("krill", "+", "#") or first.startswith("$"):
+        raise ValidationError(
+            field_name, "must start with a plain level other than 'krill' or '$...'", topic
+        )
+    if not wildcards and ("+" in topic or "#" in topic):
+        raise ValidationError(field_name, "must be a plain topic: no '+' or '#'", topic)
+    return topic
 
 
 def _code_value(code: object) -> int:

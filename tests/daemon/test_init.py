@@ -47,7 +47,7 @@ def test_init_lan_writes_a_0600_swarm_key_next_to_the_config(tmp_path: Path) -> 
     output = tmp_path / "etc" / "krill.toml"
     assert main(["init", "--lan", "--output", str(output)]) == 0
     key = output.parent / "swarm.key"
-    assert len(key.read_bytes()) == 32
+    assert len(bytes.fromhex(key.read_text())) == 32  # 64 hex digits and a newline
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 

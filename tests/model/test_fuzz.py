@@ -87,7 +87,7 @@ def test_from_fields_of_arbitrary_objects_only_raises_validation_error(
     node=nodes(),
     field=st.sampled_from(FIELDS),
     value=json_values,
-    schema=st.sampled_from([SCHEMA, "1.1", "2.0"]),
+    schema=st.sampled_from([SCHEMA, "1.0", "1.9", "2.0"]),
 )
 def test_from_fields_with_one_field_replaced_only_raises_validation_error(
     node: Node, field: str, value: object, schema: str
@@ -107,7 +107,7 @@ def test_from_fields_with_one_meta_key_replaced_only_raises_validation_error(
 ) -> None:
     fields = node.to_fields()
     fields["meta"] = {**fields["meta"], key: value}  # type: ignore[dict-item]
-    fields["schema"] = "1.1" if newer else SCHEMA
+    fields["schema"] = "1.9" if newer else SCHEMA
     try:
         read = Node.from_fields(fields)
     except ValidationError:

@@ -15,9 +15,11 @@ from krill_crdt.model import (
     ChainMeta,
     DataPointMeta,
     ExecutorMeta,
+    MqttBridgeMeta,
     NodeType,
     PinMeta,
     SerialDeviceMeta,
+    ServerMeta,
 )
 
 T = NodeType
@@ -115,6 +117,20 @@ FAILING: list[tuple[NodeType, dict[str, object], str, str]] = [
     (T.MqttBridge, {"topic": "a/#/b"}, "meta.topic", "'#' may only be the last level"),
     (T.MqttBridge, {"topic": "a+/b"}, "meta.topic", "whole levels"),
     (T.MqttBridge, {"qos": 3}, "meta.qos", "must be one of 0, 1, 2"),
+    (T.MqttBridge, {"direction": "in"}, "meta.direction", "must be one of 'publish'"),
+    (T.MqttBridge, {"direction": "both"}, "meta.topic", "plain topic (no '+' or '#')"),
+    (T.MqttBridge, {"value_path": "a..b"}, "meta.value_path", "none of them empty"),
+    (T.MqttBridge, {"value_path": "a b"}, "meta.value_path", "must not hold spaces"),
+    (T.MqttBridge, {"value_path": "x" * 257}, "meta.value_path", "at most 256"),
+    (T.MqttBridge, {"retain": 1}, "meta.retain", "must be true or false"),
+    (T.Server, {"version": "v" * 65}, "meta.version", "at most 64 characters"),
+    (T.Server, {"last_seen": -1.0}, "meta.last_seen", "must be >= 0"),
+    (T.Server, {"uptime_s": float("nan")}, "meta.uptime_s", "finite"),
+    (T.Client, {"online": "yes"}, "meta.online", "must be true or false"),
+    (T.Peer, {"online": 0}, "meta.online", "must be true or false"),
+    (T.Pin, {"level": "high"}, "meta.level", "must be true or false"),
+    (T.Pin, {"duty": 100.5}, "meta.duty", "must be <= 100"),
+    (T.HighThreshold, {"armed": 1}, "meta.armed", "must be true or false"),
     (T.HighThreshold, {"hysteresis": -0.5}, "meta.hysteresis", "must be >= 0"),
     (T.LowThreshold, {"level": True}, "meta.level", "not a boolean"),
     (T.CronTimer, {"expression": "* * * *"}, "meta.expression", "5 or 6 fields"),
@@ -344,3 +360,17 @@ def test_long_unknown_keys_are_shortened_in_the_field_path() -> None:
     with pytest.raises(ValidationError) as caught:
         PinMeta.from_dict({"pin": 4, "k" * 10_000: 1})
     assert len(caught.value.field) < 80
+
+
+def test_status_and_result_fields_start_empty() -> None:
+    assert read(T.Server, {}) == ServerMeta(version="", started_at=None, uptime_s=0.0)
+    assert read(T.Pin, {"pin": 4}) == PinMeta(pin=4, level=None, duty=None, level_time=None)
+    assert read(T.HighThreshold, {"level": 1.0}).armed is None  # type: ignore[attr-defined]
+    bridge = read(T.MqttBridge, {"topic": "a/b"})
+    assert bridge == MqttBridgeMeta(topic="a/b", direction="publish", value_path="value")
+    assert bridge.publishes and not bridge.subscribes  # type: ignore[attr-defined]
+
+
+def test_a_bridge_in_both_directions_on_a_plain_topic_is_valid() -> None:
+    meta = MqttBridgeMeta.from_dict({"topic": "home/level", "direction": "both", "value_path": ""})
+    assert meta.publishes and meta.subscribes

@@ -28,8 +28,8 @@ def pin_fields(schema: str = SCHEMA, **meta: object) -> dict[str, object]:
 
 
 def test_schema_constants_agree() -> None:
-    assert SCHEMA == "1.0"
-    assert SCHEMA_VERSION == (1, 0)
+    assert SCHEMA == "1.1"
+    assert SCHEMA_VERSION == (1, 1)
     assert parse_schema(SCHEMA) == SCHEMA_VERSION
 
 

@@ -90,7 +90,7 @@ class FakeSerial:
 class FakeMqtt:
     published: list[tuple[str, bytes, int]] = field(default_factory=list)
 
-    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+    async def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> None:
         self.published.append((topic, payload, qos))
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "to_bool",
     "to_number",
     "to_text",
+    "write_meta",
 ]
 
 #: The logger of every processor; messages name the node they concern.
@@ -211,3 +212,28 @@ def host_error(action: str, exc: KrillError) -> ProcessorError:
         A :class:`ProcessorError` that says what was being done and why it failed.
     """
     return ProcessorError(f"cannot {action}: {exc}")
+
+
+async def write_meta(ctx: Context, action: str, **fields: Any) -> None:
+    """Write some meta fields of the node being run, over its meta as it is now.
+
+    The node is read right before the write, with no suspension between, so a write made by
+    another run of the same node meanwhile is built on, not undone. Nothing is written when
+    the fields already hold these values.
+
+    Args:
+        ctx: the run.
+        action: what the write does, for the error message (``"record the pin level"``).
+        fields: meta fields and their new values.
+
+    Raises:
+        ProcessorError: the node is gone or the store refused the write.
+    """
+    node_id = ctx.node.id
+    try:
+        current = ctx.host.get(node_id).meta.to_dict()
+        if all(current.get(key) == value for key, value in fields.items()):
+            return
+        await ctx.host.update(node_id, {"meta": {**current, **fields}})
+    except KrillError as exc:
+        raise host_error(action, exc) from None

@@ -41,7 +41,8 @@ class ProcessorHost(Protocol):
     def resource(self, name: str) -> Any:
         """A shared resource by name: ``"series"`` (SeriesStore), ``"http"`` (an
         aiohttp.ClientSession), ``"gpio"`` (the pin backend), ``"serial"`` (the serial
-        device manager), ``"mqtt"`` (a client factory). KeyError if this peer has none."""
+        device manager), ``"mqtt"`` (the broker connection, when ``[mqtt] url`` is set).
+        KeyError if this peer has none."""
         ...
 
 
@@ -80,7 +81,20 @@ class Outcome:
 
 
 class Processor(Protocol):
-    """The behaviour of one node type."""
+    """The behaviour of one node type.
+
+    Two optional members tell the executor how to run it; a processor without them runs in a
+    task of its own under the executor's timeout:
+
+    * ``inline: ClassVar[bool]``: True when ``run`` waits on nothing but the host's own
+      writes. The executor then steps the coroutine in place, without a task or a timer,
+      and moves it to a task only if it does suspend. Such a processor must not arm a
+      timeout or start network I/O (``asyncio.timeout``, an aiohttp request) before its first
+      suspension: those bind to the task current at that moment, which is the chain's.
+    * ``timeout(node) -> float | None``: seconds this node's run may take, when the
+      executor's ``node_timeout`` does not fit it (an outgoing webhook with its retries); None
+      keeps the executor's.
+    """
 
     #: The node type this processor runs.
     type: ClassVar[NodeType]

@@ -145,6 +145,8 @@ class DataPointProcessor:
     """
 
     type: ClassVar[NodeType] = NodeType.DataPoint
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         """Coerce, filter, record and pass on a new value.
@@ -203,6 +205,8 @@ class _FilterProcessor:
     """A filter run on its own only proceeds: its data point applies it (see above)."""
 
     type: ClassVar[NodeType]
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         """Pass the incoming value on unchanged.

@@ -23,7 +23,7 @@ import orjson
 from simpleeval import InvalidExpression, SimpleEval  # type: ignore[import-untyped]
 
 from ...errors import KrillError
-from ...model import CalculationMeta, ComputeMeta, LogicGateMeta, NodeType
+from ...model import CalculationMeta, ComputeMeta, LogicGateMeta, Node, NodeType
 from ...model import OutgoingWebHookMeta as WebHookMeta
 from ...store.series import Value
 from ._values import incoming, log, resource, shown, source_value, to_bool, to_number
@@ -88,6 +88,8 @@ class LogicGateProcessor:
     """
 
     type: ClassVar[NodeType] = NodeType.LogicGate
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         """Read every source as a state and combine them.
@@ -315,6 +317,8 @@ class CalculationProcessor:
     """
 
     type: ClassVar[NodeType] = NodeType.Calculation
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         """Read the sources and evaluate the formula.
@@ -429,6 +433,10 @@ BACKOFF_FIRST_S = 0.5
 #: Longest pause between two attempts, so the tenth retry does not wait minutes.
 BACKOFF_CAP_S = 8.0
 
+#: Added to an outgoing webhook's worst case of attempts and pauses to make its timeout: room
+#: for building the body and reading a capped response after the last attempt's clock stops.
+TIMEOUT_MARGIN_S = 1.0
+
 #: Most response bytes read back. The response becomes the node's output value and may travel
 #: on to other nodes; a hook answers with a status document, not a download.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -481,6 +489,26 @@ class OutgoingWebHookProcessor:
         self.backoff_first_s = backoff_first_s
         self.backoff_cap_s = backoff_cap_s
 
+    def timeout(self, node: Node) -> float | None:
+        """How long a run of this node may take: every attempt's ``timeout_ms``, every pause
+        between attempts, and :data:`TIMEOUT_MARGIN_S`.
+
+        With the defaults (5 s, 2 retries) that is 17.5 s, beyond the executor's 10 s, which
+        would otherwise cut the last attempt off. The chain's timeout still bounds it.
+
+        Returns:
+            Seconds, or None for a node that is not an outgoing webhook.
+        """
+        meta = node.meta
+        if not isinstance(meta, WebHookMeta):
+            return None
+        pauses = sum(self._pause(attempt) for attempt in range(1, meta.retries + 1))
+        return (meta.retries + 1) * meta.timeout_ms / 1000 + pauses + TIMEOUT_MARGIN_S
+
+    def _pause(self, attempt: int) -> float:
+        """The pause before attempt number ``attempt`` (the first retry is 1)."""
+        return min(self.backoff_first_s * 2.0 ** (attempt - 1), self.backoff_cap_s)
+
     async def run(self, ctx: Context) -> Outcome:
         """Send the request, retrying as described on the class.
 
@@ -511,7 +539,7 @@ class OutgoingWebHookProcessor:
         reason = ""
         for attempt in range(attempts):
             if attempt:
-                pause = min(self.backoff_first_s * 2 ** (attempt - 1), self.backoff_cap_s)
+                pause = self._pause(attempt)
                 log.debug("webhook %s: retry %d in %.2f s: %s", node.id, attempt, pause, reason)
                 await asyncio.sleep(pause)
             try:

@@ -1,9 +1,10 @@
 """One processor per node type.
 
 :func:`make_registry` builds a fresh set; :data:`REGISTRY` is the one a peer uses unless it
-asks for its own. Some processors keep per-node state in memory (a threshold's armed flag, a
-one-shot timer's firing), keyed by node id; since every node has exactly one host, peers that
-share one process may share a registry, and tests that want a clean slate build their own.
+asks for its own. Some processors keep per-node state in memory, keyed by node id (a one-shot
+timer's firing; a threshold mirrors the armed flag it keeps in its node); since every node has
+exactly one host, peers that share one process may share a registry, and tests that want a
+clean slate build their own.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from ...model import (
     NodeType,
     TimerMeta,
 )
-from ._values import incoming, log, shown, to_number
+from ._values import incoming, log, shown, to_number, write_meta
 from .base import Context, Outcome, ProcessorError
 
 __all__ = [
@@ -72,30 +72,32 @@ class Scheduled(Protocol):
 class _ThresholdProcessor:
     """Fires on a crossing of ``level``, then waits to be re-armed past the hysteresis band.
 
-    State: one armed flag per node id, in memory. A node's first run in this process only
-    sets the flag from the value it sees (armed if the value is past the re-arm point) and
-    never fires: the process cannot know whether the value crossed while it was down.
+    State: the armed flag, kept in the node's ``meta.armed`` (written only when it flips, so a
+    steady signal costs no writes) and mirrored in memory, where each run reads and sets it
+    without suspending in between: two runs of one node cannot both fire on one crossing.
+    A restarted host reads the flag back from its host doc, so it neither fires again for a
+    crossing it already fired on nor misses the first crossing after the restart.
 
-    Consequence at restart: no duplicate firing for a value that was already past the level
-    before the restart; a crossing made by the very first value after a restart is missed.
+    A node's very first run (``armed`` still None) only learns the flag from the value it sees
+    (armed if the value is past the re-arm point) and never fires: nothing says whether the
+    value crossed before the node existed.
     """
 
     type: ClassVar[NodeType]
     #: True: fires when the value rises to the level; False: when it falls to it.
     rising: ClassVar[bool]
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        # NOTE: the armed flags live in memory, not in the host doc: a restart forgets them
-        # NOTE: (see the class docstring for what that costs). Storing them would turn every
-        # NOTE: sample into a replicated write, and meta has no field for them.
         self._armed: dict[str, bool] = {}
 
     def forget(self, node_id: str) -> None:
-        """Drop the state of a node (deleted, or to be re-learned from its next value)."""
+        """Drop the in-memory flag of a node; its next run reads it from the node again."""
         self._armed.pop(node_id, None)
 
     def armed(self, node_id: str) -> bool | None:
-        """Whether a node is armed; None before its first run in this process.
+        """Whether a node is armed as this process knows it; None before its first run here.
 
         Returns:
             The flag, or None.
@@ -112,7 +114,8 @@ class _ThresholdProcessor:
             Proceeds with the value (a float) only when this value fires the trigger.
 
         Raises:
-            ProcessorError: there is no value, or it is not a number.
+            ProcessorError: there is no value, it is not a number, or the flag cannot be
+                written.
         """
         # Step 1: the value and the two points of the hysteresis band.
         node = ctx.node
@@ -125,19 +128,27 @@ class _ThresholdProcessor:
         else:
             crossed, rearm = value <= meta.level, value > meta.level + meta.hysteresis
 
-        # Step 2: the transition. No await below: one run's read and write of the flag
-        # cannot interleave with another run of the same node.
+        # Step 2: the transition, decided and recorded in memory with no await in between.
         armed = self._armed.get(node.id)
         if armed is None:
-            self._armed[node.id] = rearm
-            return Outcome(proceed=False, value=value)
-        if armed and crossed:
-            self._armed[node.id] = False
+            # First run in this process: what the host doc kept, as it is now.
+            stored = ctx.host.get(node.id).meta
+            if isinstance(stored, (HighThresholdMeta, LowThresholdMeta)):
+                armed = stored.armed
+        fired = armed is True and crossed
+        if armed is None:
+            now_armed = rearm
+        elif fired:
+            now_armed = False
+        else:
+            now_armed = armed or rearm
+        self._armed[node.id] = now_armed
+        if fired:
             log.debug("threshold %s fired at %s", node.id, value)
-            return Outcome(proceed=True, value=value)
-        if not armed and rearm:
-            self._armed[node.id] = True
-        return Outcome(proceed=False, value=value)
+
+        # Step 3: the flag into the node, when it changed, so a restart picks it up.
+        await write_meta(ctx, "record the threshold's armed state", armed=now_armed)
+        return Outcome(proceed=fired, value=value)
 
     @staticmethod
     def _value(ctx: Context) -> Any:
@@ -190,6 +201,8 @@ class CronTimerProcessor:
     """
 
     type: ClassVar[NodeType] = NodeType.CronTimer
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     def next_fire(self, node: Node, after: float) -> float:
         """The next time the schedule fires, strictly after ``after``.
@@ -244,6 +257,8 @@ class TimerProcessor:
     """
 
     type: ClassVar[NodeType] = NodeType.Timer
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     def __init__(self) -> None:
         # One-shot bookkeeping by node id, tied to the meta it was made with: a changed
@@ -312,6 +327,8 @@ class ButtonProcessor:
     """A press in a dashboard. Outcome: always proceeds, with the invocation's value."""
 
     type: ClassVar[NodeType] = NodeType.Button
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         """Proceed.
@@ -330,6 +347,8 @@ class IncomingWebHookProcessor:
     """
 
     type: ClassVar[NodeType] = NodeType.IncomingWebHook
+    #: Waits on nothing but the host's writes: the executor steps it in place.
+    inline: ClassVar[bool] = True
 
     async def run(self, ctx: Context) -> Outcome:
         """Proceed with the body.
