@@ -12,13 +12,14 @@ import json
 import os
 import secrets
 import select
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.netns import ip, netns_unavailable
 
 #: The project's root, so the children import this checkout of krill_crdt.
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,25 +75,6 @@ async def main(role, interface, group, port, payload_hex):
 
 asyncio.run(main(*sys.argv[1:]))
 """
-
-
-def ip(*args: str) -> None:
-    """Run one ``ip`` command; raise with its stderr when it fails."""
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
-
-
-def netns_unavailable() -> str:
-    """Return why namespaces cannot be made here, or ``""`` when they can."""
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        return f"ip netns is unavailable: {probe.stderr.strip()}"
-    return ""
 
 
 @pytest.fixture
