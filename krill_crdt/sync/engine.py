@@ -19,18 +19,10 @@ Replication, in short:
   delta is never sent back to where it came from; broadcast transports (multicast, MQTT)
   reach every listener directly and are never relayed onto; over point-to-point links a
   delta follows the origin's spanning tree (see :mod:`.topology`).
-* No duplicates: a delta goes out by multicast when some peer is not linked to us, and then
-  not over the links of peers that hear our multicast; a delta that arrived by multicast is
-  not relayed to peers that hear the same multicast.
 * Anti-entropy: beacons carry a digest of each followed doc (state vector and delete set). A
-  peer whose digest has differed from ours for ``repair_grace`` (longer than a delta takes to
-  arrive) is asked for a diff with our state vector (SYNC_STEP1): at most one such request
-  per doc per ``resync_interval``, to a peer we can reach. This also heals deltas lost on the
-  way. Digests are computed once per change of a doc, when first needed.
-* News travels: a link handshake that brings a doc news (a partition healing) offers it to
-  the other linked peers at once, with a SYNC_STEP1 that they answer by asking for what they
-  lack, so a sparse link graph catches up in a few round trips per hop rather than a beacon
-  interval per hop.
+  peer whose digest differs from ours is asked for a diff with our state vector (SYNC_STEP1),
+  at most once per doc and peer per ``resync_interval``. This also heals deltas lost on the
+  way.
 * Access control: ``authorize(peer, doc, write)`` is asked before a diff is sent and before an
   update is applied; a refusal leaves the doc untouched and is counted.
 """
@@ -110,15 +102,8 @@ class SyncOptions:
         pacing: beacon intervals.
         presence_ttl: a peer silent for this long is offline (30 s: almost four idle beacon
             intervals, so a single lost beacon does not flap a peer).
-        resync_interval: at most one SYNC_STEP1 per doc and peer, and one per doc to repair a
-            differing digest, per this interval (1 s: one active beacon interval; a diff in
-            flight is not asked for twice, and a swarm that heals does not ask every peer).
-        repair_grace: a peer's digest must differ from ours for this long before we ask it
-            for a diff (0.5 s: a delta crosses a LAN in milliseconds, so a difference that
-            outlives two beacons is a hole, not a delta in flight).
-        presence_floor: at most one PRESENCE announcement of our links per this interval
-            (0.5 s: links come up in bursts when a peer starts or a partition heals, and every
-            announcement floods the link graph; one per burst is enough).
+        resync_interval: at most one SYNC_STEP1 per doc and peer per this interval (1 s: one
+            active beacon interval; a diff in flight is not asked for twice).
         window: sequence numbers the replay window remembers behind the highest per origin.
         max_origins: origins the replay window tracks before evicting the least recent.
     """
@@ -126,8 +111,6 @@ class SyncOptions:
     pacing: PacingOptions = field(default_factory=PacingOptions)
     presence_ttl: float = 30.0
     resync_interval: float = 1.0
-    repair_grace: float = 0.5
-    presence_floor: float = 0.5
     window: int = 1024
     max_origins: int = 1024
 
@@ -182,18 +165,6 @@ class _Peer:
     last_seen: float
     endpoints: tuple[str, ...] = ()
     digests: dict[str, bytes] = field(default_factory=dict)
-    #: Broadcast transports this peer's frames arrive on, with when one last did.
-    heard: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _DocView:
-    """What the engine derives from a doc's content: computed when first needed, dropped on
-    every change (a digest walks every client that ever wrote the doc)."""
-
-    state_vector: bytes | None = None
-    clocks: dict[int, int] | None = None
-    digest: bytes | None = None
 
 
 Authorize = Callable[[bytes, str, bool], bool]
@@ -264,17 +235,8 @@ class SyncEngine:
         self._peers: dict[bytes, _Peer] = {}
         self._links: set[Link] = set()
         self._pending: dict[str, list[bytes]] = {}
-        self._views: dict[str, _DocView] = {}
+        self._digests: dict[str, bytes] = {}
         self._asked: dict[tuple[bytes, str], float] = {}
-        self._repaired: dict[str, float] = {}
-        #: Per doc, the peers whose last beacon showed another digest, and since when.
-        self._differing: dict[str, dict[bytes, float]] = {}
-        #: (peer, doc) of link handshakes whose SYNC_STEP2 has not arrived yet.
-        self._handshakes: set[tuple[bytes, str]] = set()
-        #: No silent peer can expire before this (the earliest last_seen plus the TTL).
-        self._expiry_due = float("inf")
-        self._presence_last: float | None = None
-        self._presence_due: float | None = None
         self._warned: set[tuple[str, str]] = set()
         self._outbox: list[Send] = []
         self._events: list[Event] = []
@@ -291,31 +253,11 @@ class SyncEngine:
         return sends, events
 
     def next_deadline(self) -> float:
-        """When :meth:`tick` should next be called (cheap: no walk over the known peers).
-
-        It may be earlier than needed (a silent peer spoke since), never later.
-        """
-        deadline = min(self._pacer.next_due, self._expiry_due)
-        if self._presence_due is not None:
-            deadline = min(deadline, self._presence_due)
+        """When :meth:`tick` should next be called."""
+        deadline = self._pacer.next_due
+        for peer in self._peers.values():
+            deadline = min(deadline, peer.last_seen + self.options.presence_ttl)
         return deadline
-
-    def digest(self, doc: str) -> bytes:
-        """The digest of ``doc`` as our beacons carry it (8 zero bytes if it is not held)."""
-        return self._digest(doc)
-
-    def unsynced_seconds(self, now: float) -> dict[str, float]:
-        """Per followed doc, seconds since it was last known to be in sync with every peer.
-
-        A doc is out of sync while some peer's last beacon carried another digest of it than
-        ours (a doc we follow but do not hold yet included); 0 when every peer agreed.
-        """
-        docs = set(self._followed_docs()) | {d for d in self._differing if self.follows(d)}
-        result = {}
-        for doc in sorted(docs):
-            since = self._differing.get(doc)
-            result[doc] = max(0.0, now - min(since.values())) if since else 0.0
-        return result
 
     # ---------------------------------------------------------------------------- input
 
@@ -333,14 +275,14 @@ class SyncEngine:
 
     def doc_changed(self, doc: str) -> None:
         """A doc changed (any origin): its digest must be computed again."""
-        self._views.pop(doc, None)
+        self._digests.pop(doc, None)
 
     def local_update(self, doc: str, update: bytes, now: float) -> None:
         """This peer (or a client attached to it) wrote ``update`` to ``doc``.
 
         The update is queued; :meth:`flush` turns what is queued per doc into one frame.
         """
-        self._views.pop(doc, None)
+        self._digests.pop(doc, None)
         self._pending.setdefault(doc, []).append(update)
         self._pacer.changed(now)
 
@@ -359,7 +301,6 @@ class SyncEngine:
         self._touch(link.peer, now)
         self._announce_links(now)
         for doc in self._followed_docs():
-            self._handshakes.add((link.peer, doc))
             self._ask(link.peer, doc, now, link=link, force=True)
 
     def link_down(self, link: Link, now: float) -> None:
@@ -367,8 +308,6 @@ class SyncEngine:
         if link in self._links:
             self._links.discard(link)
             self._announce_links(now)
-        if link.peer is not None:
-            self._handshakes = {(p, d) for p, d in self._handshakes if p != link.peer}
 
     def invoke(self, doc: str, payload: bytes, now: float) -> None:
         """Ask the host of ``doc`` to run a chain: an INVOKE frame to every peer reachable.
@@ -384,35 +323,20 @@ class SyncEngine:
         back new ones.
         """
         self._asked.clear()
-        self._repaired.clear()
         self._pacer.changed(now)
 
     def tick(self, now: float) -> None:
-        """Run the timers: expire silent peers, announce links, send a beacon when due."""
-        if now >= self._expiry_due:
-            self._expire(now)
-        self.metrics.peers.labels("online").set(len(self._peers))
-        self.metrics.peers.labels("linked").set(len(self._links))
-        for doc, seconds in self.unsynced_seconds(now).items():
-            self.metrics.doc_unsynced.labels(doc).set(seconds)
-        if self._presence_due is not None and now >= self._presence_due:
-            self._presence_due = None
-            self._send_presence(now)
-        if self._pacer.due(now):
-            self._beacon(now)
-
-    def _expire(self, now: float) -> None:
+        """Run the timers: expire silent peers, send a beacon when one is due."""
         ttl = self.options.presence_ttl
         for peer in [p for p, s in self._peers.items() if now - s.last_seen > ttl]:
             del self._peers[peer]
             self._topology.forget(peer)
-            for differing in self._differing.values():
-                differing.pop(peer, None)
             self._events.append(PeerLost(peer))
             log.info("peer %s is offline (silent for %.0f s)", peer.hex()[:8], ttl)
-        self._expiry_due = min((s.last_seen for s in self._peers.values()), default=now) + ttl
-        if not self._peers:
-            self._expiry_due = float("inf")
+        self.metrics.peers.labels("online").set(len(self._peers))
+        self.metrics.peers.labels("linked").set(len(self._links))
+        if self._pacer.due(now):
+            self._beacon(now)
 
     def receive(self, data: bytes, link: Link, now: float) -> None:
         """Take one frame that arrived on ``link``.
@@ -441,8 +365,6 @@ class SyncEngine:
         self.metrics.received(link.transport, kind.name.lower())
         sender = link.peer if link.peer is not None else frame.origin
         self._touch(frame.origin, now)
-        if link.peer is None:
-            self._peers[frame.origin].heard[link.transport] = now
 
         # Step 3: act on it.
         if kind is Kind.UPDATE:
@@ -452,7 +374,7 @@ class SyncEngine:
         elif kind is Kind.SYNC_STEP1:
             self._on_step1(frame, sender, link, now)
         elif kind is Kind.SYNC_STEP2:
-            self._on_step2(frame, sender, link, now)
+            self._apply(frame.doc, frame.payload, frame.origin, link, now)
         elif kind is Kind.PRESENCE:
             self._on_presence(frame, link, now)
         elif kind is Kind.INVOKE and frame.doc in self.served:
