@@ -200,10 +200,41 @@ _OPEN_PATHS = frozenset({"/health", "/", "/index.html", "/favicon.ico"})
 class _ProcessorHost:
     """The services a running peer offers its processors."""
 
-    __slots__ = ("_peer",)
+    __slots__ = ("_later", "_peer")
 
     def __init__(self, peer: Peer) -> None:
         self._peer = peer
+        #: Node id -> the timer of the chain run waiting for it (see invoke_later).
+        self._later: dict[str, asyncio.TimerHandle] = {}
+
+    @staticmethod
+    def cancel_later(executor: ChainExecutor | None) -> None:
+        """Drop every chain run still waiting in the host of ``executor``; the peer stops."""
+        host = None if executor is None else executor.host
+        if isinstance(host, _ProcessorHost):
+            for handle in host._later.values():
+                handle.cancel()
+            host._later.clear()
+
+    def invoke_later(self, node_id: str, value: Any, delay: float) -> None:
+        # One timer per waiting node, no task until it is due: a data point that debounces a
+        # chattering input costs a timer reset per sample.
+        waiting = self._later.pop(node_id, None)
+        if waiting is not None:
+            waiting.cancel()
+        loop = asyncio.get_running_loop()
+        self._later[node_id] = loop.call_later(delay, self._due, node_id, value)
+
+    def _due(self, node_id: str, value: Any) -> None:
+        self._later.pop(node_id, None)
+        # A task of the peer's, so stopping the peer cancels a chain still running.
+        self._peer._spawn(self._invoke(node_id, value))
+
+    async def _invoke(self, node_id: str, value: Any) -> None:
+        try:
+            await self._peer.invoke(node_id, value)
+        except (KrillError, TimeoutError) as exc:
+            log.warning("host %s: delayed run of node %s failed: %s", self._peer.host, node_id, exc)
 
     def get(self, node_id: str) -> Node:
         return self._peer.get(node_id)
@@ -429,6 +460,7 @@ class Peer:
         if not self._running:
             return
         self._running = False
+        _ProcessorHost.cancel_later(self._executor)
         for handle in self._dials.values():
             handle.cancel()
         self._dials.clear()

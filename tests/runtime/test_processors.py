@@ -28,7 +28,7 @@ from krill_crdt.runtime.processors import (
     make_registry,
     parse_body,
 )
-from krill_crdt.runtime.processors.data import DataPointProcessor
+from krill_crdt.runtime.processors.data import DataPointProcessor, DebounceHost
 from krill_crdt.runtime.processors.devices import (
     MqttBridgeProcessor,
     PinProcessor,
@@ -109,6 +109,8 @@ class Host:
             "serial": self.serial,
             "mqtt": self.mqtt,
         }
+        #: Node id -> (value, delay) of the chain run waiting for it; ``release`` runs it.
+        self.later: dict[str, tuple[Any, float]] = {}
 
     def get(self, node_id: str) -> Node:
         return self.store.get(node_id)
@@ -124,6 +126,9 @@ class Host:
 
     def children(self, node_id: str) -> list[Node]:
         return self.store.doc(self.store.host_of(node_id)).children(node_id)
+
+    def invoke_later(self, node_id: str, value: Any, delay: float) -> None:
+        self.later[node_id] = (value, delay)
 
     async def add(self, type_: NodeType, node_id: str, parent: str = HOST, **meta: Any) -> Node:
         node = Node.new(type_, host=HOST, parent=parent, id=node_id, meta=meta)
@@ -149,15 +154,29 @@ async def sample(host: Host, node_id: str, value: Any, at: float | None = None) 
     return await DataPointProcessor().run(host.ctx(node_id, value))
 
 
+async def release(host: Host, node_id: str, at: float) -> Outcome:
+    """Run the data point with the value it held back, as the host does once its delay ends."""
+    value, _delay = host.later.pop(node_id)
+    host.clock = at
+    return await DataPointProcessor().run(host.ctx(node_id, value))
+
+
 def snapshot(host: Host, node_id: str) -> Any:
     return host.get(node_id).meta.snapshot_value  # type: ignore[attr-defined]
+
+
+def series_values(host: Host, node_id: str) -> list[Any]:
+    return [value for _ts, value in host.store.series.range(node_id)]
 
 
 # Data points and filters.
 
 
-async def test_the_stand_in_host_offers_children_to_data_points(host: Host) -> None:
+async def test_the_stand_in_host_offers_children_and_delayed_runs_to_data_points(
+    host: Host,
+) -> None:
     assert isinstance(host, DataPointHost)
+    assert isinstance(host, DebounceHost)
 
 
 async def test_an_accepted_sample_becomes_the_snapshot_and_a_series_entry(host: Host) -> None:
@@ -225,18 +244,87 @@ async def test_deadband_drops_changes_smaller_than_its_band(host: Host) -> None:
     assert snapshot(host, "temp") == 20.5
 
 
-async def test_debounce_drops_values_within_its_window_of_the_last_accepted(host: Host) -> None:
+async def test_debounce_holds_a_new_value_back_for_its_window(host: Host) -> None:
     await host.add(NodeType.DataPoint, "door", data_type="bool")
     await host.add(NodeType.Debounce, "bounce", parent="door", window_ms=200)
 
-    times_and_kept = [
-        (START, True),
-        (START + 0.05, False),
-        (START + 0.199, False),
-        (START + 0.2, True),
-    ]
-    for at, kept in times_and_kept:
-        assert (await sample(host, "door", True, at=at)).proceed is kept
+    outcome = await sample(host, "door", "on", at=START)
+
+    assert outcome == Outcome(proceed=False)
+    assert {node_id: delay for node_id, (_value, delay) in host.later.items()} == {"door": 0.2}
+    assert snapshot(host, "door") is None
+    assert host.store.series.range("door") == []
+
+
+async def test_debounce_keeps_only_the_newest_of_a_burst(host: Host) -> None:
+    await host.add(NodeType.DataPoint, "door", data_type="bool")
+    await host.add(NodeType.Debounce, "bounce", parent="door", window_ms=200)
+
+    for step, value in enumerate((1, 0, 1, 0)):
+        assert not (await sample(host, "door", value, at=START + step * 0.05)).proceed
+    outcome = await release(host, "door", at=START + 0.35)
+
+    assert outcome == Outcome(proceed=True, value=False)
+    assert host.store.series.range("door") == [(START + 0.15, False)]
+    assert host.later == {}
+
+
+async def test_a_released_value_is_recorded_with_the_time_it_arrived(host: Host) -> None:
+    await host.add(NodeType.DataPoint, "level")
+    await host.add(NodeType.Debounce, "bounce", parent="level", window_ms=500)
+    await sample(host, "level", 4.0, at=START + 1)
+
+    await release(host, "level", at=START + 1.5)
+
+    meta = host.get("level").meta
+    assert (meta.snapshot_value, meta.snapshot_time) == (4.0, START + 1)  # type: ignore[attr-defined]
+
+
+async def test_a_value_discarded_on_arrival_leaves_the_held_one_alone(host: Host) -> None:
+    await host.add(NodeType.DataPoint, "level")
+    await host.add(NodeType.Debounce, "bounce", parent="level", window_ms=100)
+    await host.add(NodeType.DiscardAbove, "cap", parent="level", threshold=100.0)
+    await sample(host, "level", 7.0)
+
+    spike = await sample(host, "level", 999.0)
+    await release(host, "level", at=START + 0.1)
+
+    assert spike == Outcome(proceed=False)
+    assert series_values(host, "level") == [7.0]
+
+
+async def test_a_deadband_judges_a_held_value_against_the_snapshot_at_its_release(
+    host: Host,
+) -> None:
+    await host.add(NodeType.DataPoint, "level")
+    await host.add(NodeType.Debounce, "bounce", parent="level", window_ms=100)
+    await host.add(NodeType.Deadband, "band", parent="level", band=0.5)
+
+    results = []
+    for step, value in enumerate((20.0, 20.3, 20.6)):
+        await sample(host, "level", value, at=START + step)
+        results.append((await release(host, "level", at=START + step + 0.1)).proceed)
+
+    # 20.3 is within 0.5 of 20.0, the snapshot when it is released; 20.6 is not.
+    assert results == [True, False, True]
+    assert series_values(host, "level") == [20.0, 20.6]
+
+
+async def test_debounce_needs_a_host_that_can_run_a_chain_later(host: Host) -> None:
+    await host.add(NodeType.DataPoint, "door", data_type="bool")
+    await host.add(NodeType.Debounce, "bounce", parent="door")
+
+    class NoLater:
+        """The stand-in host without ``invoke_later``."""
+
+        get, now, resource, children = host.get, host.now, host.resource, host.children
+
+        async def update(self, node_id: str, changes: Mapping[str, Any]) -> Node:
+            return await host.update(node_id, changes)
+
+    with pytest.raises(ProcessorError, match="cannot hold values back"):
+        await DataPointProcessor().run(Context(host.get("door"), NoLater(), {}, True))
+    assert snapshot(host, "door") is None
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,15 @@ predecessors passed on), reads it as its ``data_type``, runs it past the filters
 under it, and, if none discards it, makes it the snapshot, appends it to the host-local
 series and passes it on. Filters never run on their own: they are the data point's children
 and the data point applies them; their own processors only proceed.
+
+A Debounce filter does not discard: it holds the value back until the value has stood for
+the window (see :class:`DataPointProcessor`).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ...errors import KrillError
 from ...model import (
@@ -31,6 +35,7 @@ __all__ = [
     "DataPointHost",
     "DataPointProcessor",
     "DeadbandProcessor",
+    "DebounceHost",
     "DebounceProcessor",
     "DiscardAboveProcessor",
     "DiscardBelowProcessor",
@@ -55,6 +60,32 @@ class DataPointHost(ProcessorHost, Protocol):
             NodeNotFoundError: no such node.
         """
         ...
+
+
+@runtime_checkable
+class DebounceHost(ProcessorHost, Protocol):
+    """What a data point with a Debounce filter needs of the host to hold a value back."""
+
+    def invoke_later(self, node_id: str, value: Any, delay: float) -> None:
+        """Run the chain of one of the host's nodes with ``value`` after ``delay`` seconds.
+
+        At most one such run waits per node: a newer call for the same node cancels the
+        waiting one and starts its delay again. Nothing waiting runs once the peer stopped.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """A value a Debounce filter held back for its window and now lets through.
+
+    The data point hands it to itself (through :meth:`DebounceHost.invoke_later`), so the
+    released value runs the rest of the data point's path and then its targets, like any
+    value. Only this module makes one; no JSON value can look like it.
+    """
+
+    value: Value
+    arrived: float
 
 
 def coerce(value: object, data_type: str) -> Value:
@@ -90,31 +121,24 @@ def coerce(value: object, data_type: str) -> Value:
     return text
 
 
-def discard_reason(
-    flt: Node, value: Value, snapshot: Value | None, snapshot_time: float | None, now: float
-) -> str | None:
+def discard_reason(flt: Node, value: Value, snapshot: Value | None) -> str | None:
     """Decide whether one filter discards a new value.
 
     Args:
         flt: the filter node.
         value: the new value, already coerced.
         snapshot: the data point's current value, or None before its first.
-        snapshot_time: when that value was accepted, or None before the first.
-        now: the time of the new value.
 
     Returns:
-        Why the value is discarded, or None if this filter keeps it.
+        Why the value is discarded, or None if this filter keeps it. A Debounce filter always
+        keeps it: it decides when a value arrives, not whether (its data point holds the value
+        back, see :class:`DataPointProcessor`).
 
     Raises:
         ProcessorError: a filter that compares numbers sits under a text data point.
     """
     meta = flt.meta
     if isinstance(meta, DebounceMeta):
-        # Rate limit: a value within the window of the last accepted one is dropped.
-        # NOTE: this keeps the first value of a burst, not the one that held for the whole
-        # NOTE: window: holding a value back would need a timer per point to release it.
-        if snapshot_time is not None and now - snapshot_time < meta.window_ms / 1000:
-            return f"within {meta.window_ms} ms of the last accepted value"
         return None
     if isinstance(value, str):
         raise ProcessorError(f"filter {flt.id} ({flt.type}) compares numbers; this is a text point")
@@ -137,11 +161,29 @@ class DataPointProcessor:
     button press upstream) it passes the current snapshot on without recording anything, and
     does not proceed before the first snapshot exists.
 
-    Needs ``host.children`` (:class:`DataPointHost`) and the ``"series"`` resource
+    With a Debounce filter under the point a new value is not recorded at once but held
+    back until it has stood for the filter's window (the longest one, if there are several):
+
+    * the filters that judge a value alone (DiscardAbove, DiscardBelow) apply on arrival, so
+      a reading they would drop anyway neither replaces the held value nor restarts the
+      window;
+    * the value is handed to the host's ``invoke_later`` (:class:`DebounceHost`) for the
+      window; a newer value within the window replaces it there and starts the window again;
+    * when the window passes with nothing newer, the host runs the point's chain with the
+      held value, which goes the rest of the way like any value: every filter but Debounce
+      (a Deadband compares with the snapshot of that moment), the snapshot, the series, the
+      targets.
+
+    A released value is recorded with the time it arrived, not the time it was released: it
+    is the reading of that moment and it stood from then on, so the series shows a change when
+    it happened, and time ranges over the series (Compute) are not shifted by the window.
+
+    Needs ``host.children`` (:class:`DataPointHost`), ``host.invoke_later`` when a Debounce
+    filter applies (:class:`DebounceHost`) and the ``"series"`` resource
     (``append(node_id, ts, value)``).
 
     Outcome: proceeds with the accepted value (float, bool or str); does not proceed when a
-    filter discarded it.
+    filter discarded it or a Debounce filter holds it back.
     """
 
     type: ClassVar[NodeType] = NodeType.DataPoint
@@ -156,8 +198,8 @@ class DataPointProcessor:
 
         Raises:
             ProcessorError: the value does not fit the data type, a filter cannot apply, the
-                host cannot list children, or the snapshot cannot be written. Nothing is
-                recorded then.
+                host cannot list children or hold a value back, or the snapshot cannot be
+                written. Nothing is recorded or held then.
         """
         # Step 1: the node as it is now, not as the run began, so two samples in quick
         # succession compare against each other.
@@ -170,22 +212,39 @@ class DataPointProcessor:
         if raw is None:
             return Outcome(meta.snapshot_value is not None, meta.snapshot_value)
 
-        # Step 2: type, then every filter under the point.
-        value = coerce(raw, meta.data_type)
-        now = host.now()
+        # Step 2: the value as the data type reads it, and when it arrived. A value a Debounce
+        # filter held back comes back with its arrival time and is read again, in case the
+        # data type was edited while it waited.
+        if isinstance(raw, _Settled):
+            value, now, settled = coerce(raw.value, meta.data_type), raw.arrived, True
+        else:
+            value, now, settled = coerce(raw, meta.data_type), host.now(), False
+
+        # Step 3: the filters under the point. A value a Debounce filter is to hold meets only
+        # those that judge it alone: a Deadband must compare with the snapshot as it is when
+        # the value is released, not as it is now.
         if not isinstance(host, DataPointHost):
             raise ProcessorError("this peer's host cannot list children, so filters are unknown")
-        for child in host.children(node.id):
-            if child.type not in FILTER_TYPES:
+        filters = [child for child in host.children(node.id) if child.type in FILTER_TYPES]
+        window_ms = 0
+        if not settled:
+            window_ms = max(
+                (f.meta.window_ms for f in filters if isinstance(f.meta, DebounceMeta)), default=0
+            )
+        for flt in filters:
+            if window_ms and flt.type is NodeType.Deadband:
                 continue
-            reason = discard_reason(child, value, meta.snapshot_value, meta.snapshot_time, now)
+            reason = discard_reason(flt, value, meta.snapshot_value)
             if reason is not None:
                 log.debug(
-                    "data point %s: %s discarded by %s: %s", node.id, shown(value), child.id, reason
+                    "data point %s: %s discarded by %s: %s", node.id, shown(value), flt.id, reason
                 )
                 return Outcome(proceed=False)
+        if window_ms:
+            _hold(host, node.id, _Settled(value, now), window_ms)
+            return Outcome(proceed=False)
 
-        # Step 3: the snapshot first (it validates), then the series. Meta is one field of
+        # Step 4: the snapshot first (it validates), then the series. Meta is one field of
         # the node, so it is written back whole with the two snapshot keys changed.
         # NOTE: as one field, meta resolves concurrent writes as a whole: an edit of another
         # NOTE: meta key (unit, targets) made on another peer before it saw this snapshot
@@ -199,6 +258,19 @@ class DataPointProcessor:
         except KrillError as exc:
             raise host_error("record the value", exc) from None
         return Outcome(proceed=True, value=value)
+
+
+def _hold(host: ProcessorHost, node_id: str, held: _Settled, window_ms: int) -> None:
+    """Hand a value to the host to come back to its data point after the window, replacing
+    one held before.
+
+    Raises:
+        ProcessorError: the host cannot run a chain later.
+    """
+    if not isinstance(host, DebounceHost):
+        raise ProcessorError("this peer's host cannot hold values back, so Debounce cannot apply")
+    host.invoke_later(node_id, held, window_ms / 1000)
+    log.debug("data point %s: %s held for %d ms", node_id, shown(held.value), window_ms)
 
 
 class _FilterProcessor:
@@ -236,7 +308,7 @@ class DeadbandProcessor(_FilterProcessor):
 
 
 class DebounceProcessor(_FilterProcessor):
-    """Filter: drops a value within ``window_ms`` of the last accepted one (applied by the
-    data point)."""
+    """Filter: lets a value through only once ``window_ms`` passed without a newer one
+    (applied by the data point, which holds the value back meanwhile)."""
 
     type: ClassVar[NodeType] = NodeType.Debounce
