@@ -44,7 +44,7 @@ class _NoDedupEngine(SyncEngine):
 
 
 class _NoOriginEngine(SyncEngine):
-    def _relay(self, frame: Frame, came_from: Link) -> None:
+    def _relay(self, frame: Frame, came_from: Link, now: float) -> None:
         for link in sorted(self._links, key=str):
             self._emit(link, frame, Kind.UPDATE, relayed=True)
             self.stats["relayed"] += 1

@@ -5,15 +5,28 @@ replicas that differ only by a delete (a lost "delete node" datagram) have equal
 vectors. The digest therefore covers the state vector *and* the delete set. Yrs encodes both
 in hash-map order, so each is brought into a canonical form first: clients sorted, empty
 entries dropped, delete ranges sorted and merged.
+
+Both inputs are nothing but lib0 varints, so each is read in one pass over its bytes
+(:func:`_read_varints`) rather than one call per number: a digest walks every client that
+ever wrote to the doc, and the sync engine takes one after every change it compares.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from ..errors import MalformedFrameError
 
-__all__ = ["DIGEST_SIZE", "doc_digest", "read_state_vector", "starts_after"]
+__all__ = [
+    "DIGEST_SIZE",
+    "client_clock",
+    "doc_digest",
+    "read_state_vector",
+    "replica_digest",
+    "starts_after",
+    "update_start",
+]
 
 #: Bytes of a doc digest: 64 bits make an accidental match between two different replicas
 #: of one doc (the only comparison ever made) vanishingly unlikely.
@@ -22,11 +35,12 @@ DIGEST_SIZE = 8
 _PERSON = b"krill doc v1"
 #: A varint longer than this cannot hold a 64-bit number.
 _MAX_VARINT_BYTES = 10
+_MAX_SHIFT = 7 * _MAX_VARINT_BYTES
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     value = 0
-    for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+    for shift in range(0, _MAX_SHIFT, 7):
         if pos >= len(data):
             raise MalformedFrameError("a varint runs past the end of the buffer")
         byte = data[pos]
@@ -37,11 +51,35 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     raise MalformedFrameError("a varint is longer than 10 bytes")
 
 
-def _put(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
+def _read_varints(data: bytes) -> list[int]:
+    """Return every varint of ``data`` in order; the buffer must end with a whole one."""
+    values: list[int] = []
+    append = values.append
+    value = shift = 0
+    for byte in data:
+        if byte < 0x80:
+            append(value | (byte << shift) if shift else byte)
+            value = shift = 0
+        else:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if shift >= _MAX_SHIFT:
+                raise MalformedFrameError("a varint is longer than 10 bytes")
+    if shift:
+        raise MalformedFrameError("a varint runs past the end of the buffer")
+    return values
+
+
+def _put_all(out: bytearray, values: list[int]) -> None:
+    for value in values:
+        if value < 0x80:
+            out.append(value)
+            continue
+        rest = value
+        while rest >= 0x80:
+            out.append((rest & 0x7F) | 0x80)
+            rest >>= 7
+        out.append(rest)
 
 
 def read_state_vector(sv: bytes) -> dict[int, int]:
@@ -50,55 +88,57 @@ def read_state_vector(sv: bytes) -> dict[int, int]:
     Raises:
         MalformedFrameError: the bytes are not a well-formed state vector.
     """
-    count, pos = _varint(sv, 0)
+    values = _read_varints(sv)
+    if not values:
+        raise MalformedFrameError("a varint runs past the end of the buffer")
+    count = values[0]
     if count > len(sv):
         raise MalformedFrameError("a state vector announces more entries than it holds")
-    clocks: dict[int, int] = {}
-    for _ in range(count):
-        client, pos = _varint(sv, pos)
-        clock, pos = _varint(sv, pos)
-        clocks[client] = clock
-    if pos != len(sv):
+    if len(values) < 1 + 2 * count:
+        raise MalformedFrameError("a varint runs past the end of the buffer")
+    if len(values) > 1 + 2 * count:
         raise MalformedFrameError("a state vector has trailing bytes")
-    return clocks
+    return dict(zip(values[1::2], values[2::2], strict=True))
 
 
 def _read_delete_set(update: bytes) -> dict[int, list[tuple[int, int]]]:
     # A diff against the doc's own state vector holds no structs ("0 clients"), only the
     # delete set: clients, then per client its (clock, length) ranges.
-    structs, pos = _varint(update, 0)
-    if structs != 0:
+    values = _read_varints(update)
+    if len(values) < 2:
+        raise MalformedFrameError("a varint runs past the end of the buffer")
+    if values[0] != 0:
         raise MalformedFrameError("expected an update without structs")
-    clients, pos = _varint(update, pos)
     ranges: dict[int, list[tuple[int, int]]] = {}
-    for _ in range(min(clients, len(update))):
-        client, pos = _varint(update, pos)
-        count, pos = _varint(update, pos)
+    pos = 2
+    for _ in range(min(values[1], len(update))):
+        if pos + 2 > len(values):
+            raise MalformedFrameError("a varint runs past the end of the buffer")
+        client, count = values[pos], values[pos + 1]
+        pos += 2
+        end = pos + 2 * min(count, len(update))
+        if end > len(values):
+            raise MalformedFrameError("a varint runs past the end of the buffer")
         found = ranges.setdefault(client, [])
-        for _ in range(min(count, len(update))):
-            clock, pos = _varint(update, pos)
-            length, pos = _varint(update, pos)
-            found.append((clock, length))
+        found.extend(zip(values[pos:end:2], values[pos + 1 : end : 2], strict=True))
+        pos = end
     return ranges
 
 
-def doc_digest(state_vector: bytes, delete_set_update: bytes) -> bytes:
-    """Return the digest of a replica.
+def replica_digest(clocks: Mapping[int, int], delete_set_update: bytes) -> bytes:
+    """Return the digest of a replica whose state vector is already decoded.
 
-    Args:
-        state_vector: the replica's state vector (``HostDoc.state_vector()``).
-        delete_set_update: the replica's diff against its own state vector, which carries
-            only its delete set (``HostDoc.diff(HostDoc.state_vector())``).
+    The same value as :func:`doc_digest` of the encoded state vector; for callers that keep
+    the decoded clocks anyway.
 
     Raises:
-        MalformedFrameError: either input is not what it should be.
+        MalformedFrameError: ``delete_set_update`` is not what it should be.
     """
-    canonical = bytearray()
-    clocks = sorted((c, k) for c, k in read_state_vector(state_vector).items() if k)
-    _put(canonical, len(clocks))
-    for client, clock in clocks:
-        _put(canonical, client)
-        _put(canonical, clock)
+    entries = sorted((c, k) for c, k in clocks.items() if k)
+    numbers = [len(entries)]
+    for client, clock in entries:
+        numbers.append(client)
+        numbers.append(clock)
 
     deletes = _read_delete_set(delete_set_update)
     merged: list[tuple[int, list[tuple[int, int]]]] = []
@@ -114,17 +154,67 @@ def doc_digest(state_vector: bytes, delete_set_update: bytes) -> bytes:
                 spans.append((start, length))
         if spans:
             merged.append((client, spans))
-    _put(canonical, len(merged))
+    numbers.append(len(merged))
     for client, spans in merged:
-        _put(canonical, client)
-        _put(canonical, len(spans))
+        numbers.append(client)
+        numbers.append(len(spans))
         for start, length in spans:
-            _put(canonical, start)
-            _put(canonical, length)
+            numbers.append(start)
+            numbers.append(length)
+
+    canonical = bytearray()
+    _put_all(canonical, numbers)
     return hashlib.blake2b(canonical, digest_size=DIGEST_SIZE, person=_PERSON).digest()
 
 
-def starts_after(update: bytes, clocks: dict[int, int]) -> bool:
+def doc_digest(state_vector: bytes, delete_set_update: bytes) -> bytes:
+    """Return the digest of a replica.
+
+    Args:
+        state_vector: the replica's state vector (``HostDoc.state_vector()``).
+        delete_set_update: the replica's diff against its own state vector, which carries
+            only its delete set (``HostDoc.diff(HostDoc.state_vector())``).
+
+    Raises:
+        MalformedFrameError: either input is not what it should be.
+    """
+    return replica_digest(read_state_vector(state_vector), delete_set_update)
+
+
+def client_clock(sv: bytes, client: int) -> int:
+    """Return one client's clock in a Yjs v1 state vector (0 if it is not listed).
+
+    Reads only as far as that client's entry, for a caller that needs no other.
+
+    Raises:
+        MalformedFrameError: the state vector ends inside an entry it announces.
+    """
+    count, pos = _varint(sv, 0)
+    for _ in range(min(count, len(sv))):
+        found, pos = _varint(sv, pos)
+        clock, pos = _varint(sv, pos)
+        if found == client:
+            return clock
+    return 0
+
+
+def update_start(update: bytes) -> tuple[int, int] | None:
+    """Return the client and clock a Yjs v1 update's first section begins at (None if the
+    update holds no structs).
+
+    Raises:
+        MalformedFrameError: the update's header cannot be read.
+    """
+    sections, pos = _varint(update, 0)
+    if sections == 0:
+        return None
+    _structs, pos = _varint(update, pos)
+    client, pos = _varint(update, pos)
+    first_clock, pos = _varint(update, pos)
+    return client, first_clock
+
+
+def starts_after(update: bytes, clocks: Mapping[int, int]) -> bool:
     """Tell whether an update begins past what a replica holds of its first client.
 
     A Yjs v1 update lists, per client, a run of structs and the clock of the first. If that
@@ -138,10 +228,5 @@ def starts_after(update: bytes, clocks: dict[int, int]) -> bool:
     Raises:
         MalformedFrameError: the update's header cannot be read.
     """
-    sections, pos = _varint(update, 0)
-    if sections == 0:
-        return False
-    _structs, pos = _varint(update, pos)
-    client, pos = _varint(update, pos)
-    first_clock, pos = _varint(update, pos)
-    return first_clock > clocks.get(client, 0)
+    start = update_start(update)
+    return start is not None and start[1] > clocks.get(start[0], 0)

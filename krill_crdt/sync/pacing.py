@@ -65,6 +65,13 @@ class BeaconPacer:
         earliest = now if self._last is None else self._last + self._options.floor
         self._next = min(self._next, max(now, earliest))
 
+    def answer(self, now: float) -> None:
+        """A newcomer appeared: beacon soon, so it learns of us, but at most once per active
+        interval however many appear (a swarm booting at once would otherwise make every
+        peer beacon at the floor rate for as long as peers keep appearing)."""
+        earliest = now if self._last is None else self._last + self._options.active
+        self._next = min(self._next, max(now, earliest))
+
     def due(self, now: float) -> bool:
         """True when a beacon should go out now."""
         return now >= self._next

@@ -11,7 +11,7 @@ from krill_crdt.metrics import Metrics
 from krill_crdt.model import Node, NodeType
 from krill_crdt.store import HostDoc, Origin
 from krill_crdt.sync.docs import MemoryDocs
-from krill_crdt.sync.engine import PeerSeen, SyncEngine, SyncOptions
+from krill_crdt.sync.engine import Authorize, PeerSeen, SyncEngine, SyncOptions
 from krill_crdt.sync.link import Link, Send
 
 KEY = b"k" * 32
@@ -27,7 +27,12 @@ class SimPeer:
     """One engine with in-memory host docs, wired like the peer runtime wires it."""
 
     def __init__(
-        self, net: Net, name: str, transports: dict[str, bool], first_seq: int = 0
+        self,
+        net: Net,
+        name: str,
+        transports: dict[str, bool],
+        first_seq: int = 0,
+        authorize: Authorize | None = None,
     ) -> None:
         self.net = net
         self.name = name
@@ -45,6 +50,7 @@ class SimPeer:
             options=net.options,
             metrics=self.metrics,
             first_seq=first_seq,
+            authorize=authorize,
         )
         self.docs.on_new_doc = self._watch
         self.received: Counter[tuple[str, str]] = Counter()
@@ -76,11 +82,19 @@ class Net:
         self.options = options or SyncOptions()
         self.peers: dict[bytes, SimPeer] = {}
         self.sent: Counter[str] = Counter()
+        #: Frames handed to the network, by sender name and kind.
+        self.sent_by: Counter[tuple[str, str]] = Counter()
         self.drop: Callable[[Send, SimPeer], bool] = lambda send, to: False
         self.partitioned: set[bytes] = set()
 
-    def add(self, name: str, transports: dict[str, bool] | None = None) -> SimPeer:
-        peer = SimPeer(self, name, transports if transports is not None else {"ws": False})
+    def add(
+        self,
+        name: str,
+        transports: dict[str, bool] | None = None,
+        authorize: Authorize | None = None,
+    ) -> SimPeer:
+        wanted = transports if transports is not None else {"ws": False}
+        peer = SimPeer(self, name, wanted, authorize=authorize)
         self.peers[peer.id] = peer
         return peer
 
@@ -113,6 +127,7 @@ class Net:
 
     def _deliver(self, sender: SimPeer, send: Send) -> int:
         self.sent[send.kind] += 1
+        self.sent_by[(sender.name, send.kind)] += 1
         if sender.id in self.partitioned:
             return 0
         if send.link.peer is not None:
