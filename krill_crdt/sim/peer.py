@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from ..model import Node, NodeType
 from ..store.hostdoc import HostDoc
 from ..store.origin import Origin
-from ..sync.digest import doc_digest
 from ..sync.docs import MemoryDocs
 from ..sync.engine import SyncEngine, SyncOptions, run_seq_base
 from ..sync.link import Link
@@ -64,6 +63,9 @@ class SimPeer:
         engine: its sync engine while it runs.
         docs: its host docs while it runs.
         durable: the encoded host docs at its last commit (only kept for peers that crash).
+        changed_at: virtual time of the last change to its host docs (or of its start): a
+            CRDT replica only ever grows, so a peer that ends with the final state has held
+            it since then.
     """
 
     index: int
@@ -83,9 +85,7 @@ class SimPeer:
     tick_at: float | None = None
     commit_at: float | None = None
     unacked: list[int] = field(default_factory=list)
-    dirty: set[str] = field(default_factory=set)
-    digests: dict[str, bytes] = field(default_factory=dict)
-    fingerprint: tuple[tuple[str, bytes], ...] | None = None
+    changed_at: float = 0.0
     created: int = 0
 
     def start(
@@ -125,9 +125,7 @@ class SimPeer:
         self.mqtt = False
         self.flush_at = self.tick_at = self.commit_at = None
         self.wants_flush = False
-        self.dirty = set(docs.docs)
-        self.digests = {}
-        self.fingerprint = None
+        self.changed_at = clock()
 
     def crash(self) -> list[int]:
         """Stop at once; return the indices of the writes lost with it (not yet committed)."""
@@ -136,8 +134,6 @@ class SimPeer:
         self.engine = None
         self.docs = None
         self.mqtt = False
-        self.fingerprint = None
-        self.digests = {}
         return lost
 
     def commit(self) -> list[int]:
@@ -155,7 +151,7 @@ class SimPeer:
             engine = self.engine
             if engine is None:
                 return
-            self.dirty.add(host)
+            self.changed_at = clock()
             if origin.transport in LOCAL_TRANSPORTS:
                 engine.local_update(host, update, clock() + self.skew)
                 self.wants_flush = True
@@ -163,28 +159,6 @@ class SimPeer:
                 engine.doc_changed(host)
 
         doc.on_update(on_update)
-
-    def current_fingerprint(self) -> tuple[tuple[str, bytes], ...] | None:
-        """The digests of every host doc held (recomputed for changed docs only)."""
-        if self.docs is None:
-            return None
-        if self.dirty or self.fingerprint is None:
-            for host in sorted(self.dirty):
-                doc = self.docs.docs.get(host)
-                if doc is None:
-                    continue
-                if self.engine is not None:
-                    # NOTE: the engine keeps the same digest for its beacons and drops it
-                    # whenever the doc changes; sharing it halves the cost of tracking
-                    # convergence (a digest walks every client id of the doc). It relies on
-                    # an engine internal.
-                    self.digests[host] = self.engine._digest(host)
-                else:
-                    state_vector = doc.state_vector()
-                    self.digests[host] = doc_digest(state_vector, doc.diff(state_vector))
-            self.dirty.clear()
-            self.fingerprint = tuple(sorted(self.digests.items()))
-        return self.fingerprint
 
     def content(self) -> dict[str, object]:
         """Decoded content of every host doc held: nodes and tombstones."""

@@ -12,8 +12,10 @@ them (network, clocks, durability, crashes, users) is simulated.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -48,12 +50,12 @@ EPOCH = 1_700_000_000.0
 #: event loop's clock granularity; it also keeps a timer that is always due from spinning.
 TIMER_RESOLUTION = 0.001
 
-#: Default sampling interval of the convergence tracker: 100 ms of virtual time, the
-#: resolution of ``convergence_ms``.
+#: Default resolution of the convergence figures: 100 ms of virtual time. Times are rounded
+#: up to it (as a tracker sampling every peer that often would see them).
 SAMPLE_INTERVAL = 0.1
 
 # Event kinds; plain ints keep the heap entries small and cheap to compare.
-_DELIVER, _TICK, _FLUSH, _COMMIT, _WRITE, _LINK, _MQTT, _CALL, _SAMPLE = range(9)
+_DELIVER, _TICK, _FLUSH, _COMMIT, _WRITE, _LINK, _MQTT, _CALL = range(8)
 
 
 def _expected_updates(scenario: Scenario) -> float:
@@ -71,7 +73,7 @@ class Simulation:
         scenario: what to simulate.
         seed: the seed of the run's only random source.
         options: engine options (the engine's defaults if None).
-        sample_interval: virtual seconds between convergence samples.
+        sample_interval: resolution of the convergence figures, virtual seconds.
         progress: called with the fraction of virtual time done, now and then.
 
     Use :meth:`run` (or the module's :func:`run`) to get a :class:`Report`.
@@ -147,7 +149,6 @@ class Simulation:
         self.dropped = 0
         self.quiet_deltas = 0
         self.frames_per_second: Counter[int] = Counter()
-        self.samples: list[tuple[float, list[tuple[tuple[str, bytes], ...] | None]]] = []
         self.spans: list[tuple[str, float, float]] = []
         self.storm = False
         self.budget = int(100_000 + 50 * s.peers * (_expected_updates(s) + 10 * s.peers))
@@ -192,8 +193,6 @@ class Simulation:
                 self._on_link(a, b, c)
             elif kind == _MQTT:
                 self._on_mqtt(a, b)
-            elif kind == _SAMPLE:
-                self._on_sample()
             else:
                 a()
             if self.frames_sent > self.budget:
@@ -204,8 +203,6 @@ class Simulation:
                 self.progress(min(1.0, (at - EPOCH) / span))
                 next_progress = at + span / 100
         self.now = min(max(self.now, self.end), self.end) if not self.storm else self.now
-        if not self.storm:
-            self._on_sample()
         return self._report()
 
     def _schedule_start(self) -> None:
@@ -233,7 +230,6 @@ class Simulation:
             self._push(EPOCH + outage.at, _CALL, partial(self._set_broker, False))
             self._push(EPOCH + outage.until, _CALL, partial(self._set_broker, True))
             self.spans.append(("broker down", outage.at, outage.until))
-        self._push(EPOCH, _SAMPLE)
 
     # ----------------------------------------------------------------------- peer events
 
@@ -290,21 +286,12 @@ class Simulation:
         if peer.unacked and peer.commit_at is None:
             peer.commit_at = self.now + self.scenario.commit_delay
             self._push(peer.commit_at, _COMMIT, peer.index, peer.run)
-        self._arm_timer(peer, full=False)
+        self._arm_timer(peer)
 
-    def _arm_timer(self, peer: SimPeer, *, full: bool) -> None:
+    def _arm_timer(self, peer: SimPeer) -> None:
         engine = peer.engine
         assert engine is not None
-        pacer = getattr(engine, "_pacer", None)
-        # NOTE: between timer runs only the beacon pacer can move the deadline earlier
-        # (presence expiry only moves later while frames arrive, and lies beyond the idle
-        # beacon interval), so the pacer's due time is read directly instead of calling
-        # next_deadline(), which walks every known peer: at 1000 peers that walk after
-        # every frame would dominate the run. It relies on an engine internal.
-        if full or pacer is None or self.options.pacing.idle > self.options.presence_ttl:
-            deadline = engine.next_deadline()
-        else:
-            deadline = float(pacer.next_due)
+        deadline = engine.next_deadline()
         at = max(deadline - peer.skew, self.now + TIMER_RESOLUTION)
         if peer.tick_at is None or at < peer.tick_at:
             peer.tick_at = at
@@ -317,7 +304,6 @@ class Simulation:
         peer.tick_at = None
         peer.engine.tick(self._peer_now(peer))
         self._after(peer)
-        self._arm_timer(peer, full=True)
 
     def _on_flush(self, index: int, run: int) -> None:
         peer = self.peers[index]
@@ -713,10 +699,13 @@ class Simulation:
 
     # ----------------------------------------------------------------------- measurement
 
-    def _on_sample(self) -> None:
-        self.samples.append((self.now, [p.current_fingerprint() for p in self.peers]))
-        if self.now + self.sample_interval <= self.end:
-            self._push(self.now + self.sample_interval, _SAMPLE)
+    def _settled(self, peer: SimPeer) -> float:
+        """When a peer that ends with the final state began to hold it, on the sample grid.
+
+        A replica only grows, so it has held its final state since its last change.
+        """
+        steps = math.ceil((peer.changed_at - EPOCH) / self.sample_interval - 1e-9)
+        return EPOCH + max(0, steps) * self.sample_interval
 
     def _report(self) -> Report:
         s = self.scenario
@@ -740,27 +729,14 @@ class Simulation:
         invariants["convergence"] = Invariant("convergence", converged, detail)
 
         # Step 2: when the swarm converged for good, and each peer's lag.
-        final = alive[0].current_fingerprint() if alive else None
         converged_at: float | None = None
         lag: dict[str, float | None] = {}
+        settled = {p.index: self._settled(p) for p in alive}
         if converged:
-            since: list[float | None] = [None] * len(self.peers)
-            for at, prints in self.samples:
-                for i, fp in enumerate(prints):
-                    if fp == final:
-                        if since[i] is None:
-                            since[i] = at
-                    else:
-                        since[i] = None
-            for at, prints in reversed(self.samples):
-                if any(fp != final for i, fp in enumerate(prints) if self.peers[i].alive):
-                    break
-                converged_at = at
-            for i in sorted(range(len(self.peers)), key=lambda i: self.peers[i].name):
-                start = since[i]
-                lag[self.peers[i].name] = (
-                    None if start is None else max(0.0, start - self.quiet_from) * 1000
-                )
+            converged_at = max(settled.values(), default=None)
+            for peer in sorted(self.peers, key=lambda p: p.name):
+                at = settled.get(peer.index)
+                lag[peer.name] = None if at is None else max(0.0, at - self.quiet_from) * 1000
         convergence_ms = (
             None if converged_at is None else max(0.0, converged_at - self.quiet_from) * 1000
         )
@@ -832,14 +808,14 @@ class Simulation:
             writes_lost_in_crash=self.crash_lost,
             faults=sorted(s.faults),
             lag_ms=lag,
-            series=self._series(final),
+            series=self._series(settled if converged else {}),
         )
 
-    def _series(self, final: Any) -> dict[str, Any]:
-        converged = [
-            (at - EPOCH, sum(fp == final for fp in prints if fp is not None))
-            for at, prints in self.samples
-        ]
+    def _series(self, settled: dict[int, float]) -> dict[str, Any]:
+        steps = int((self.now - EPOCH) / self.sample_interval + 1e-9)
+        grid = [EPOCH + k * self.sample_interval for k in range(steps + 1)]
+        ordered = sorted(settled.values())
+        converged = [(at - EPOCH, bisect.bisect_right(ordered, at + 1e-9)) for at in grid]
         last = int(self.now - EPOCH) + 1
         return {
             "converged": converged,
