@@ -165,6 +165,12 @@ class SyncOptions:
 #: anti-entropy brings the rest.
 MAX_HELD_DELTAS = 64
 
+#: Seconds a broadcast transport is not trusted to deliver alone after it lost a delta (one
+#: arrived with a gap before it from a peer heard there without a break): deltas then also
+#: take the peer links, as they would without it. A lossy LAN keeps losing, so it stays
+#: marked; a clean one is trusted again after one lost datagram is forgotten.
+LOSS_MEMORY = 30.0
+
 #: Requests for one repair before the next beacon decides: a lost request or answer is
 #: retried after a resync interval, twice, which leaves one repair in 16 to a 50% loss of
 #: round trips (30% loss each way).
@@ -222,6 +228,8 @@ class _Peer:
     digests: dict[str, bytes] = field(default_factory=dict)
     #: Broadcast transports this peer's frames arrive on, with when one last did.
     heard: dict[str, float] = field(default_factory=dict)
+    #: Per broadcast transport, since when this peer has been heard there without a break.
+    heard_since: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -310,6 +318,8 @@ class SyncEngine:
         self._received: dict[tuple[str, str], Counter] = {}
         #: Per broadcast transport, the peers heard on it and until when that set holds.
         self._hearing_cache: dict[str, tuple[frozenset[bytes], float]] = {}
+        #: Per broadcast transport, until when it is taken to lose deltas.
+        self._lossy_until: dict[str, float] = {}
         self._asked: dict[tuple[bytes, str], float] = {}
         #: Per doc, when we last asked a peer to repair it.
         self._repaired: dict[str, float] = {}
@@ -521,7 +531,11 @@ class SyncEngine:
         sender = link.peer if link.peer is not None else frame.origin
         self._touch(frame.origin, now)
         if link.peer is None:
-            self._peers[frame.origin].heard[link.transport] = now
+            state = self._peers[frame.origin]
+            last = state.heard.get(link.transport)
+            if last is None or now - last > 2 * self.options.pacing.active:
+                state.heard_since[link.transport] = now
+            state.heard[link.transport] = now
             cached = self._hearing_cache.get(link.transport)
             if cached is not None and frame.origin not in cached[0]:
                 del self._hearing_cache[link.transport]
@@ -567,7 +581,10 @@ class SyncEngine:
     # ------------------------------------------------------------------------- handlers
 
     def _on_update(self, frame: Frame, link: Link, now: float) -> None:
-        if self.follows(frame.doc) and self._has_gap(frame.doc, frame.payload):
+        gap = self.follows(frame.doc) and self._has_gap(frame.doc, frame.payload)
+        if gap and link.peer is None:
+            self._note_loss(frame.origin, link.transport, now)
+        if gap:
             # An earlier delta of this origin never arrived (or is still on its way): fetch
             # everything missing in one diff rather than apply a delta with a hole before it.
             # It is held meanwhile: the diff, or news from elsewhere, may close the gap first.
@@ -575,6 +592,8 @@ class SyncEngine:
             self.stats["gaps"] += 1
             log.debug("doc %s: delta from %s has a gap; asking for a diff", frame.doc, link)
             self._hold(frame, link)
+            if link.peer is None:  # by multicast or the broker: its origin may be unreachable
+                sender = self._stand_in(sender, frame.doc, now) or sender
             self._ask(sender, frame.doc, now, link=link if link.peer is not None else None)
             self._relay(frame, link, now)
             return
@@ -632,7 +651,7 @@ class SyncEngine:
                 self._unsynced_from[doc] = since
             if digest == before and now - since >= self.options.repair_grace:
                 self._try_repair(frame.origin, doc, now)
-            elif doc not in self._rechecks and self._route(frame.origin) is not None:
+            elif doc not in self._rechecks and self._stand_in(frame.origin, doc, now):
                 # Look again once a delta on its way would have arrived, rather than wait
                 # for this peer's next beacon (up to an idle interval away).
                 self._rechecks[doc] = (now + self.options.repair_grace, frame.origin, ours, 0)
@@ -660,14 +679,15 @@ class SyncEngine:
         """
         state = self._peers.get(peer)
         digest = None if state is None else state.digests.get(doc)
-        if digest is None or not self._may_repair(peer, doc, now):
+        asked = self._stand_in(peer, doc, now)
+        if digest is None or asked is None or not self._may_repair(asked, doc, now):
             return
         ours = self._digest(doc, now)
         if digest == ours:
             self._agrees(doc, peer)  # only our recent digest was behind
             return
         self._repaired[doc] = now
-        self._ask(peer, doc, now)
+        self._ask(asked, doc, now)
         if attempts + 1 < REPAIR_ATTEMPTS and doc not in self._rechecks:
             retry_at = now + self.options.resync_interval
             self._rechecks[doc] = (retry_at, peer, ours, attempts + 1)
@@ -884,6 +904,21 @@ class SyncEngine:
             uncovered = [p for p in uncovered if p not in hearing]
         return chosen
 
+    def _note_loss(self, origin: bytes, transport: str, now: float) -> None:
+        """A delta of ``origin`` came by ``transport`` with a gap before it: if we have been
+        hearing that peer there without a break, the transport lost (or reordered) one.
+
+        A peer heard again after a silence (a partition healing, a restart) sends deltas
+        with gaps that no loss explains, so those do not count.
+        """
+        state = self._peers.get(origin)
+        since = None if state is None else state.heard_since.get(transport)
+        if since is None or now - since < 2 * self.options.pacing.active:
+            return
+        if now >= self._lossy_until.get(transport, -math.inf):
+            log.info("%s lost a delta: deltas also take the peer links for a while", transport)
+        self._lossy_until[transport] = now + LOSS_MEMORY
+
     def _hearing(self, transport: str, now: float) -> frozenset[bytes]:
         """Peers whose frames reach us on a broadcast ``transport`` (so ours reach them).
 
@@ -894,6 +929,8 @@ class SyncEngine:
         # NOTE: hearing a peer's multicast is taken to mean it hears ours (one group, TTL 1).
         # Where multicast reaches one way only, that peer misses our deltas until the gap
         # check or anti-entropy heals them.
+        if now < self._lossy_until.get(transport, -math.inf):
+            return frozenset()  # it loses deltas: reaching a peer there is not enough
         cached = self._hearing_cache.get(transport)
         if cached is not None and now < cached[1]:
             return cached[0]
@@ -969,6 +1006,27 @@ class SyncEngine:
             state_vector = EMPTY_STATE_VECTOR
         self.stats["resyncs"] += 1
         self._send_to(peer, Kind.SYNC_STEP1, doc, state_vector, now, via=link)
+
+    def _stand_in(self, peer: bytes, doc: str, now: float) -> bytes | None:
+        """Whom to ask for what ``peer`` holds of ``doc``: ``peer`` itself if we can reach it,
+        else a linked peer, one whose last digest differs from ours first (it may hold the
+        news already); None if we reach nobody.
+
+        Deltas by multicast reach peers that have no link to their origin; one lost on the
+        way can only be fetched from a peer we have a link to.
+        """
+        if self._route(peer) is not None:
+            return peer
+        linked = sorted(lk.peer for lk in self._links if lk.peer is not None)
+        if not linked:
+            return None
+        ours = self._recent_digest(doc, now)
+
+        def knows_less(candidate: bytes) -> bool:
+            state = self._peers.get(candidate)
+            return state is None or state.digests.get(doc) in (None, ours)
+
+        return min(linked, key=knows_less)
 
     def _may_repair(self, peer: bytes, doc: str, now: float) -> bool:
         """Whether ``peer`` may be asked now to repair ``doc``: one such request per doc per
