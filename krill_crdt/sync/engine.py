@@ -170,6 +170,12 @@ MAX_HELD_DELTAS = 64
 #: take the peer links, as they would without it. A lossy LAN keeps losing, so it stays
 #: marked; a clean one is trusted again after one lost datagram is forgotten.
 LOSS_MEMORY = 30.0
+# NOTE: each peer judges only the datagrams it receives. On a lossy LAN a peer whose lost
+# datagrams are all made good by link copies from peers that did notice sees no gap, keeps
+# sending by multicast alone, and its own lost deltas wait for anti-entropy: at 30% loss
+# the last write reaches everyone in about 0.7 s (median of 20 seeds) instead of 0.15 s.
+# Repairs that bring news would be a second signal, but in a clean swarm they also follow
+# deltas still in flight, and would send every delta twice there.
 
 #: Requests for one repair before the next beacon decides: a lost request or answer is
 #: retried after a resync interval, twice, which leaves one repair in 16 to a 50% loss of
