@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -165,17 +166,17 @@ class SyncOptions:
 #: anti-entropy brings the rest.
 MAX_HELD_DELTAS = 64
 
-#: Seconds a broadcast transport is not trusted to deliver alone after it lost a delta (one
-#: arrived with a gap before it from a peer heard there without a break): deltas then also
-#: take the peer links, as they would without it. A lossy LAN keeps losing, so it stays
+#: Seconds a broadcast transport is not trusted to deliver alone after it lost a delta:
+#: deltas then also take the peer links, as they would without it. A loss shows at the
+#: receiver as a delta with a gap before it from a peer heard there without a break, and at
+#: the sender as a peer asking for a diff that lacks one of its deltas sent there a while
+#: ago, though it heard that peer there all along. A lossy LAN keeps losing, so it stays
 #: marked; a clean one is trusted again after one lost datagram is forgotten.
 LOSS_MEMORY = 30.0
-# NOTE: each peer judges only the datagrams it receives. On a lossy LAN a peer whose lost
-# datagrams are all made good by link copies from peers that did notice sees no gap, keeps
-# sending by multicast alone, and its own lost deltas wait for anti-entropy: at 30% loss
-# the last write reaches everyone in about 0.7 s (median of 20 seeds) instead of 0.15 s.
-# Repairs that bring news would be a second signal, but in a clean swarm they also follow
-# deltas still in flight, and would send every delta twice there.
+
+#: Our own deltas remembered per doc with the broadcast transports they went out on, to tell
+#: when a peer asking for a diff lacks one that should have reached it.
+SENT_MEMORY = 64
 
 #: Requests for one repair before the next beacon decides: a lost request or answer is
 #: retried after a resync interval, twice, which leaves one repair in 16 to a 50% loss of
@@ -326,6 +327,8 @@ class SyncEngine:
         self._hearing_cache: dict[str, tuple[frozenset[bytes], float]] = {}
         #: Per broadcast transport, until when it is taken to lose deltas.
         self._lossy_until: dict[str, float] = {}
+        #: Per doc, our recent deltas sent by broadcast: (client, first clock, when, transports).
+        self._broadcast_sent: dict[str, deque[tuple[int, int, float, tuple[str, ...]]]] = {}
         self._asked: dict[tuple[bytes, str], float] = {}
         #: Per doc, when we last asked a peer to repair it.
         self._repaired: dict[str, float] = {}
@@ -722,6 +725,7 @@ class SyncEngine:
             theirs = read_state_vector(frame.payload) if frame.payload else {}
         except FrameError:
             return
+        self._check_delivery(doc, sender, theirs, now)
         ahead = any(clock > mine.get(client, 0) for client, clock in theirs.items())
         same = {c: k for c, k in theirs.items() if k} == {c: k for c, k in mine.items() if k}
         if ahead or same:
@@ -878,6 +882,8 @@ class SyncEngine:
         broadcasts = self._broadcasts_for(len(data), now, update=True)
         for link in broadcasts:
             self._outbox.append(Send(link, data, "update", doc))
+        if broadcasts:
+            self._remember_sent(doc, update, now, tuple(link.transport for link in broadcasts))
         covered: set[bytes] = set()
         for link in broadcasts:
             covered.update(self._hearing(link.transport, now))
@@ -921,9 +927,54 @@ class SyncEngine:
         since = None if state is None else state.heard_since.get(transport)
         if since is None or now - since < 2 * self.options.pacing.active:
             return
+        self._mark_lossy(transport, now)
+
+    def _mark_lossy(self, transport: str, now: float) -> None:
         if now >= self._lossy_until.get(transport, -math.inf):
             log.info("%s lost a delta: deltas also take the peer links for a while", transport)
         self._lossy_until[transport] = now + LOSS_MEMORY
+
+    def _remember_sent(
+        self, doc: str, update: bytes, now: float, transports: tuple[str, ...]
+    ) -> None:
+        try:
+            start = update_start(update)
+        except FrameError:
+            return
+        if start is not None:
+            sent = self._broadcast_sent.get(doc)
+            if sent is None:
+                sent = self._broadcast_sent[doc] = deque(maxlen=SENT_MEMORY)
+            sent.append((start[0], start[1], now, transports))
+
+    def _check_delivery(self, doc: str, asker: bytes, theirs: dict[int, int], now: float) -> None:
+        """A peer asked for a diff of ``doc`` with state vector ``theirs``: if it lacks one of
+        our deltas that went out by a broadcast transport on which we heard it without a break
+        since before, and long enough ago to have arrived, that transport lost it.
+
+        This is how a sender learns that its datagrams get lost: it may see no gap itself.
+        A peer asks only once a difference outlived ``repair_grace``, and a datagram crosses
+        a LAN in milliseconds: a delta older than that should be there.
+        """
+        sent = self._broadcast_sent.get(doc)
+        state = self._peers.get(asker)
+        if not sent or state is None:
+            return
+        settled = now - self.options.repair_grace
+        for client, first_clock, at, transports in sent:
+            if at > settled:
+                break
+            if theirs.get(client, 0) > first_clock:
+                continue  # it has this one
+            for transport in transports:
+                since = state.heard_since.get(transport)
+                heard = state.heard.get(transport)
+                if since is None or heard is None or since > at:
+                    continue
+                if now - heard > 2 * self.options.pacing.active:
+                    continue
+                self._mark_lossy(transport, now)
+            return
 
     def _hearing(self, transport: str, now: float) -> frozenset[bytes]:
         """Peers whose frames reach us on a broadcast ``transport`` (so ours reach them).
