@@ -173,6 +173,9 @@ MAX_HELD_DELTAS = 64
 #: ago, though it heard that peer there all along. A lossy LAN keeps losing, so it stays
 #: marked; a clean one is trusted again after one lost datagram is forgotten.
 LOSS_MEMORY = 30.0
+# NOTE: both signals need a peer heard on the transport without a break of two active
+# beacon intervals (what tells a loss from a partition healing); an idle peer beacons up to
+# 8 s apart, so on a LAN of mostly idle peers a loss is noticed only once they are busy.
 
 #: Our own deltas remembered per doc with the broadcast transports they went out on, to tell
 #: when a peer asking for a diff lacks one that should have reached it.
