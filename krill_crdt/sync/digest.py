@@ -14,19 +14,10 @@ ever wrote to the doc, and the sync engine takes one after every change it compa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 
 from ..errors import MalformedFrameError
 
-__all__ = [
-    "DIGEST_SIZE",
-    "client_clock",
-    "doc_digest",
-    "read_state_vector",
-    "replica_digest",
-    "starts_after",
-    "update_start",
-]
+__all__ = ["DIGEST_SIZE", "doc_digest", "read_state_vector", "update_start"]
 
 #: Bytes of a doc digest: 64 bits make an accidental match between two different replicas
 #: of one doc (the only comparison ever made) vanishingly unlikely.
@@ -125,15 +116,18 @@ def _read_delete_set(update: bytes) -> dict[int, list[tuple[int, int]]]:
     return ranges
 
 
-def replica_digest(clocks: Mapping[int, int], delete_set_update: bytes) -> bytes:
-    """Return the digest of a replica whose state vector is already decoded.
+def doc_digest(state_vector: bytes, delete_set_update: bytes) -> bytes:
+    """Return the digest of a replica.
 
-    The same value as :func:`doc_digest` of the encoded state vector; for callers that keep
-    the decoded clocks anyway.
+    Args:
+        state_vector: the replica's state vector (``HostDoc.state_vector()``).
+        delete_set_update: the replica's diff against its own state vector, which carries
+            only its delete set (``HostDoc.diff(HostDoc.state_vector())``).
 
     Raises:
-        MalformedFrameError: ``delete_set_update`` is not what it should be.
+        MalformedFrameError: either input is not what it should be.
     """
+    clocks = read_state_vector(state_vector)
     entries = sorted((c, k) for c, k in clocks.items() if k)
     numbers = [len(entries)]
     for client, clock in entries:
@@ -167,40 +161,14 @@ def replica_digest(clocks: Mapping[int, int], delete_set_update: bytes) -> bytes
     return hashlib.blake2b(canonical, digest_size=DIGEST_SIZE, person=_PERSON).digest()
 
 
-def doc_digest(state_vector: bytes, delete_set_update: bytes) -> bytes:
-    """Return the digest of a replica.
-
-    Args:
-        state_vector: the replica's state vector (``HostDoc.state_vector()``).
-        delete_set_update: the replica's diff against its own state vector, which carries
-            only its delete set (``HostDoc.diff(HostDoc.state_vector())``).
-
-    Raises:
-        MalformedFrameError: either input is not what it should be.
-    """
-    return replica_digest(read_state_vector(state_vector), delete_set_update)
-
-
-def client_clock(sv: bytes, client: int) -> int:
-    """Return one client's clock in a Yjs v1 state vector (0 if it is not listed).
-
-    Reads only as far as that client's entry, for a caller that needs no other.
-
-    Raises:
-        MalformedFrameError: the state vector ends inside an entry it announces.
-    """
-    count, pos = _varint(sv, 0)
-    for _ in range(min(count, len(sv))):
-        found, pos = _varint(sv, pos)
-        clock, pos = _varint(sv, pos)
-        if found == client:
-            return clock
-    return 0
-
-
 def update_start(update: bytes) -> tuple[int, int] | None:
     """Return the client and clock a Yjs v1 update's first section begins at (None if the
     update holds no structs).
+
+    A clock past what a replica holds of that client means the update depends on structs
+    the replica lacks: Yrs would integrate it anyway and paper over the gap, so a caller
+    should fetch a full diff instead. Only the first section is read (finding the next
+    would mean decoding every struct); updates of one peer's transaction have one section.
 
     Raises:
         MalformedFrameError: the update's header cannot be read.
@@ -212,21 +180,3 @@ def update_start(update: bytes) -> tuple[int, int] | None:
     client, pos = _varint(update, pos)
     first_clock, pos = _varint(update, pos)
     return client, first_clock
-
-
-def starts_after(update: bytes, clocks: Mapping[int, int]) -> bool:
-    """Tell whether an update begins past what a replica holds of its first client.
-
-    A Yjs v1 update lists, per client, a run of structs and the clock of the first. If that
-    clock is beyond the replica's clock for the client, the update depends on structs the
-    replica lacks. Yrs would integrate it anyway and paper over the gap, which leaves the
-    doc's change events unreliable; the caller should fetch a full diff instead.
-
-    Only the first client section is read: finding the next would mean decoding every
-    struct. Updates made by one peer's transaction have a single section.
-
-    Raises:
-        MalformedFrameError: the update's header cannot be read.
-    """
-    start = update_start(update)
-    return start is not None and start[1] > clocks.get(start[0], 0)

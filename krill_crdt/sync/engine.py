@@ -69,7 +69,7 @@ from .._core.dedup import ReplayWindow
 from ..errors import FrameError, NodeNotFoundError, UpdateRejectedError
 from ..metrics import Metrics
 from ..store.origin import Origin
-from .digest import DIGEST_SIZE, client_clock, doc_digest, read_state_vector, update_start
+from .digest import DIGEST_SIZE, doc_digest, read_state_vector, update_start
 from .link import PEER_ID_SIZE, Link, Send
 from .pacing import BeaconPacer, PacingOptions
 from .topology import Topology, decode_neighbours, encode_neighbours
@@ -384,10 +384,6 @@ class SyncEngine:
         for due, *_rest in self._rechecks.values():
             deadline = min(deadline, due)
         return deadline
-
-    def digest(self, doc: str) -> bytes:
-        """The digest of ``doc`` as our beacons carry it (8 zero bytes if it is not held)."""
-        return self._digest(doc)
 
     def unsynced_seconds(self, now: float) -> dict[str, float]:
         """Per followed doc, seconds since it was last known to be in sync with every peer.
@@ -796,11 +792,8 @@ class SyncEngine:
         if start is None or start[1] == 0:
             return False
         client, first_clock = start
-        view = self._views.get(doc)
         try:
-            if view is not None and view.clocks is not None:
-                return first_clock > view.clocks.get(client, 0)
-            return first_clock > client_clock(self._state_vector(doc), client)
+            return first_clock > self._clocks(doc).get(client, 0)
         except NodeNotFoundError:
             return True
         except FrameError:
