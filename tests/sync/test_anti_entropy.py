@@ -65,15 +65,20 @@ def test_after_a_partition_one_peer_is_asked_per_doc() -> None:
     assert net.sent_by[("e", "sync_step1")] - asked_before == 1
 
 
-def test_a_handshake_that_brings_news_is_pushed_along_the_links_at_once() -> None:
-    net = Net()
-    a, b, c, d = (net.add(name) for name in "abcd")
+def split_chain(net: Net, a: SimPeer, b: SimPeer, c: SimPeer, d: SimPeer) -> None:
+    """Link a-b-c-d, let a's server reach everyone, cut b-c and write "west" on a's side."""
     for x, y in ((a, b), (b, c), (c, d)):
         net.link(x, y)
     a.write_server()
     net.pump()
     net.unlink(b, c)
     a.host_doc().create(project(a, "west"))
+
+
+def test_a_handshake_that_brings_news_is_pushed_along_the_links_at_once() -> None:
+    net = Net()
+    a, b, c, d = (net.add(name) for name in "abcd")
+    split_chain(net, a, b, c, d)
     d.host_doc("a").create(project(a, "east"))
     net.pump()
     assert "east" not in a.host_doc("a") and "west" not in d.host_doc("a")
@@ -94,12 +99,7 @@ def test_news_is_not_pushed_to_a_peer_that_may_not_read_the_doc() -> None:
 
     a, b = net.add("a"), net.add("b")
     c, d = net.add("c", authorize=c_rules), net.add("d")
-    for x, y in ((a, b), (b, c), (c, d)):
-        net.link(x, y)
-    a.write_server()
-    net.pump()
-    net.unlink(b, c)
-    a.host_doc().create(project(a, "west"))
+    split_chain(net, a, b, c, d)
     net.pump()
 
     net.link(b, c)
